@@ -1,0 +1,4 @@
+"""hear_models.evaluation: the offline HEAR task suite, the heareval runner, probe reports.
+
+Installed under ``hear_models.evaluation``.
+"""
