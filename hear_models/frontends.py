@@ -546,8 +546,11 @@ PASST_128_32K = LogMelConfig(
 
 # audiossl ATST: torchaudio MelSpectrogram(16000, f_min=60, f_max=7800, hop_length=160,
 # win_length=1024, n_fft=1024, n_mels=64) -> AmplitudeToDB("power", top_db=80) -> MinMax.
-# audiossl applies these per clip (shape (1, n_samples)), so torchaudio's top_db cut-off is
-# per clip there; we take it per batch item, which reproduces that exactly.
+# torchaudio's amplitude_to_DB reshapes its input to (-1, packed_channels, freq, time) with
+# packed_channels = shape[-3] and takes ONE max over the last three dims: for a 3-D
+# (batch, freq, time) input that is one cut-off for the WHOLE batch (items would depend on
+# each other). audiossl applies the transform per clip (shape (1, n_samples) -> (1, 64, T)),
+# i.e. one cut-off per clip; we take it per batch item, which reproduces that exactly.
 ATST_64_16K = LogMelConfig(
     sample_rate=16000,  # Hz
     n_fft=1024,  # 64 ms at 16 kHz

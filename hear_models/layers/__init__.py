@@ -1,0 +1,15 @@
+"""Shared building blocks (attention, Transformer blocks, ...) used by several model families."""
+
+from .attention import LayerNorm, Linear, MultiHeadAttention, build_attention_mask
+from .transformer import DropPath, ResidualAttentionBlock, drop_path, make_mlp
+
+__all__ = [
+    "LayerNorm",
+    "Linear",
+    "MultiHeadAttention",
+    "build_attention_mask",
+    "DropPath",
+    "ResidualAttentionBlock",
+    "drop_path",
+    "make_mlp",
+]
