@@ -262,3 +262,16 @@ def test_float64_input_and_config_checks(fronts):
     with pytest.raises(KeyError):
         get_frontend("NOPE")
     assert isinstance(get_frontend(PRESETS["ATST_64_16K"]), LogMel)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", ALL)
+def test_cuda_matches_cpu_and_ignores_autocast(name, fronts):
+    fe = fronts[name]
+    audio = _noise(fe.config.sample_rate + 99, seed=21, batch=2)
+    want = fe(audio)
+    gpu = LogMel(fe.config).to("cuda")
+    with torch.autocast("cuda", dtype=torch.float16):
+        got = gpu(audio.cuda())
+    assert got.dtype == torch.float32
+    assert (got.cpu() - want).abs().max().item() < 1e-4

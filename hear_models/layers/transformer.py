@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-import torch
 from torch import Tensor, nn
 
 from .attention import LayerNorm, Linear, MultiHeadAttention
