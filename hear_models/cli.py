@@ -1,0 +1,120 @@
+"""``hear-models``: the one command line of the package.
+
+    hear-models list
+    hear-models embed FILE... [--model NAME|MODULE] [--weights PATH] [--out DIR]
+    hear-models validate NAME|MODULE [--weights PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import List, Optional
+
+from . import registry
+
+# hearvalidator always warns this, whatever the model: it is advice, not a finding.
+VALIDATOR_ADVICE = "IMPORTANT: A common bug we have seen"
+
+
+def _load(name: str, weights: Optional[str], options: dict):
+    module_path, default_weights, spec_options = registry.hear_module(name)
+    import importlib
+
+    module = importlib.import_module(module_path)
+    model = module.load_model(default_weights if weights is None else weights, **{**spec_options, **options})
+    return module, model
+
+
+def cmd_list(args) -> int:
+    for name in registry.list_models():
+        spec = registry.get_spec(name)
+        print(f"{name:24s} {spec.module:28s} {spec.description}")
+    return 0
+
+
+def cmd_embed(args) -> int:
+    import numpy as np
+    import torch
+
+    from .audio import load_audio
+
+    module, model = _load(args.model, args.weights, json.loads(args.model_options))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for f in args.files:
+        audio = torch.from_numpy(load_audio(f, model.sample_rate))[None]
+        stem = out / Path(f).stem
+        if args.kind in ("scene", "both"):
+            emb = module.get_scene_embeddings(audio, model)[0].cpu().numpy()
+            np.save(f"{stem}.scene.npy", emb)
+            print(f"{f}: scene {emb.shape} -> {stem}.scene.npy")
+        if args.kind in ("timestamp", "both"):
+            emb, ts = module.get_timestamp_embeddings(audio, model)
+            np.save(f"{stem}.timestamp.npy", emb[0].cpu().numpy())
+            np.save(f"{stem}.timestamps_ms.npy", ts[0].cpu().numpy())
+            print(f"{f}: timestamp {tuple(emb.shape[1:])} every "
+                  f"{float(ts[0, 1] - ts[0, 0]) if ts.shape[1] > 1 else 0:.1f} ms -> {stem}.timestamp.npy")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    """Run hearvalidator on a module and fail on any warning but its fixed advice."""
+    try:
+        from hearvalidator.validate import ValidateModel
+    except ImportError as e:
+        print(f"hearvalidator is not importable ({e}); run scripts/install.sh", file=sys.stderr)
+        return 2
+    module_path, default_weights, spec_options = registry.hear_module(args.model)
+    if spec_options:
+        print(f"note: {args.model} options {spec_options} are not passed by hear-validator", file=sys.stderr)
+    weights = default_weights if args.weights is None else args.weights
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ValidateModel(module_path, weights, device=args.device)()
+    findings = [w for w in caught if VALIDATOR_ADVICE not in str(w.message)
+                and w.category is UserWarning and "hearvalidator" in (w.filename or "")]
+    for w in findings:
+        print(f"validator warning: {w.message}", file=sys.stderr)
+    if findings:
+        print(f"FAILED: {len(findings)} validator warning(s)", file=sys.stderr)
+        return 1
+    print(f"{args.model}: hear-validator passed with no warnings")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hear-models", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("list", help="registered models")
+    s.set_defaults(func=cmd_list)
+
+    s = sub.add_parser("embed", help="embed audio files, writing .npy files")
+    s.add_argument("files", nargs="+")
+    s.add_argument("--model", default="whisper_base", help="registry name or HEAR module")
+    s.add_argument("--weights", default=None, help="model_file_path for load_model")
+    s.add_argument("--model-options", default="{}", help="JSON of load_model options")
+    s.add_argument("--kind", choices=["scene", "timestamp", "both"], default="both")
+    s.add_argument("--out", default="embeddings")
+    s.set_defaults(func=cmd_embed)
+
+    s = sub.add_parser("validate", help="hear-validator, failing on its warnings")
+    s.add_argument("model", help="registry name or HEAR module")
+    s.add_argument("--weights", "-m", default=None)
+    s.add_argument("--device", "-d", default=None)
+    s.set_defaults(func=cmd_validate)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

