@@ -31,12 +31,17 @@ import os
 import pickle
 import re
 import struct
+import sys
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
+
+if TYPE_CHECKING:  # pragma: no cover
+    from whisper.model import ModelDimensions, Whisper
 
 PathLike = Union[str, os.PathLike]
 
@@ -350,14 +355,16 @@ def read_ct2_model_bin(
         buf = _read_buffer(paths)
     if expected_sha256 is not None:
         verify_sha256(buf, expected_sha256, name=name)
+    if sys.byteorder != "little":  # pragma: no cover - tensors are views of LE bytes
+        raise CheckpointError(f"{name}: reading CTranslate2 files needs a little-endian host")
 
     r = _Reader(buf, name)
     (version,) = r.unpack("I", "the binary version")
     if version != CT2_BINARY_VERSION:
         raise CheckpointError(
             f"{name}: CTranslate2 binary version {version} is not supported (this reader "
-            f"handles version {CT2_BINARY_VERSION}, written by CTranslate2 >= 3). Reconvert "
-            "the model with a recent ctranslate2 converter."
+            f"handles version {CT2_BINARY_VERSION}, the format of current CTranslate2 "
+            "converters). Reconvert the model with a recent ctranslate2 converter."
         )
     spec_name = r.string("the spec name")
     (revision,) = r.unpack("I", "the spec revision")
@@ -456,7 +463,7 @@ def whisper_from_state_dict(
     source: str,
     device: Union[str, torch.device] = "cpu",
     alignment_heads: Optional[Iterable[Tuple[int, int]]] = None,
-):
+) -> "Whisper":
     """Build ``whisper.model.Whisper(dims)`` and load ``state_dict`` strictly.
 
     Parameters
@@ -505,6 +512,12 @@ def whisper_from_state_dict(
             for l, h in heads:
                 mask[int(l), int(h)] = True
             model.register_buffer("alignment_heads", mask.to_sparse(), persistent=False)
+        else:
+            warnings.warn(
+                f"{source}: alignment heads {heads} do not fit {dims.n_text_layer} decoder "
+                f"layers x {dims.n_text_head} heads; keeping openai's default",
+                stacklevel=2,
+            )
     return model.float().eval().to(device)
 
 
@@ -518,10 +531,10 @@ def _load_openai_pt(path: PathLike, device="cpu", alignment_heads_dump: Optional
             f"{path}: not an openai-whisper checkpoint (expected a dict with 'dims' and "
             f"'model_state_dict'; found {keys})"
         )
-    model = whisper_from_state_dict(ckpt["dims"], ckpt["model_state_dict"], path, device)
-    if alignment_heads_dump is not None:
+    model = whisper_from_state_dict(ckpt["dims"], ckpt["model_state_dict"], path, "cpu")
+    if alignment_heads_dump is not None:  # official models, as whisper.load_model does
         model.set_alignment_heads(alignment_heads_dump)
-    return model
+    return model.to(device)
 
 
 # ----------------------------------------------------------------- CTranslate2 -> openai
@@ -571,7 +584,7 @@ def _layer_count(names: Iterable[str], prefix: str, source: str) -> int:
 
 def ct2_whisper_to_openai(
     ct2: CT2Model, config: Optional[dict] = None
-) -> Tuple["object", Dict[str, torch.Tensor]]:
+) -> Tuple["ModelDimensions", Dict[str, torch.Tensor]]:
     """Convert the variables of a CTranslate2 ``WhisperSpec`` to openai-whisper names.
 
     Encoder: ``encoder/conv{1,2}`` -> ``encoder.conv{1,2}``, ``position_encodings`` ->
@@ -761,7 +774,10 @@ def ct2_whisper_to_openai(
             f"{src}: no num_heads variable and width {n_audio_state} is not an official "
             f"Whisper size ({sorted(WHISPER_HEADS_BY_WIDTH)}); cannot infer the head count"
         )
-    for what, d, h in (("encoder", n_audio_state, n_audio_head), ("decoder", n_text_state, n_text_head)):
+    for what, d, h in (
+        ("encoder", n_audio_state, n_audio_head),
+        ("decoder", n_text_state, n_text_head),
+    ):
         if h <= 0 or d % h:
             raise CheckpointError(f"{src}: {what} width {d} is not divisible by {h} heads")
 
@@ -908,7 +924,7 @@ def _hf_weights(folder: Path) -> Dict[str, torch.Tensor]:
 
 def hf_whisper_to_openai(
     state_dict: Dict[str, torch.Tensor], config: dict, source: str = "<HF state dict>"
-) -> Tuple["object", Dict[str, torch.Tensor]]:
+) -> Tuple["ModelDimensions", Dict[str, torch.Tensor]]:
     """Convert a transformers ``WhisperForConditionalGeneration`` state dict.
 
     ``model.encoder.conv{1,2}`` -> ``encoder.conv{1,2}``, ``embed_positions.weight`` ->
@@ -937,16 +953,24 @@ def hf_whisper_to_openai(
     from whisper.model import ModelDimensions
 
     if config.get("model_type") != "whisper":
-        raise CheckpointError(f"{source}: config model_type is {config.get('model_type')!r}, not 'whisper'")
+        raise CheckpointError(
+            f"{source}: config model_type is {config.get('model_type')!r}, not 'whisper'"
+        )
     act = config.get("activation_function", "gelu")
     if act != "gelu":
-        raise CheckpointError(f"{source}: activation_function {act!r}; openai Whisper uses exact 'gelu'")
+        raise CheckpointError(
+            f"{source}: activation_function {act!r}; openai Whisper uses exact 'gelu'"
+        )
     if config.get("scale_embedding", False):
-        raise CheckpointError(f"{source}: scale_embedding=True cannot be represented by openai Whisper")
+        raise CheckpointError(
+            f"{source}: scale_embedding=True cannot be represented by openai Whisper"
+        )
     d = config["d_model"]
     for k in ("encoder_ffn_dim", "decoder_ffn_dim"):
         if config.get(k, 4 * d) != 4 * d:
-            raise CheckpointError(f"{source}: {k} = {config[k]}, openai Whisper needs 4 x d_model = {4 * d}")
+            raise CheckpointError(
+                f"{source}: {k} = {config[k]}, openai Whisper needs 4 x d_model = {4 * d}"
+            )
     try:
         dims = ModelDimensions(
             n_mels=config["num_mel_bins"],
@@ -997,7 +1021,8 @@ def hf_whisper_to_openai(
             base = f"{side}.blocks.{i}."
             head, _, sub = mod.partition(".")
             if head in ("self_attn", "encoder_attn") and sub in attn:
-                new = base + ("attn." if head == "self_attn" else "cross_attn.") + attn[sub] + "." + param
+                block = "attn." if head == "self_attn" else "cross_attn."
+                new = base + block + attn[sub] + "." + param
             elif mod in layer_parts:
                 new = base + layer_parts[mod] + "." + param
         else:
@@ -1064,7 +1089,7 @@ def load_whisper(
     source: Union[str, os.PathLike] = "",
     device: Union[str, torch.device] = "cpu",
     download_root: Optional[PathLike] = None,
-):
+) -> "Whisper":
     """Load a full Whisper model (encoder and decoder) from any supported source.
 
     Parameters

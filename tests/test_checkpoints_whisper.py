@@ -191,11 +191,22 @@ def test_tiny_en_decoder_matches_ctranslate2(tiny, ct2_tiny, mel30):
 # ------------------------------------------------------------------- real base (default)
 
 @needs_base
-def test_offline_default_is_whisper_base():
+def test_offline_default_is_whisper_base(monkeypatch):
     ctranslate2 = pytest.importorskip("ctranslate2")
+    checked = []
+    verify = C.verify_sha256
+
+    def spy(obj, expected, name=None):
+        checked.append((len(obj), expected, verify(obj, expected, name)))
+        return checked[-1][-1]
+
+    monkeypatch.setattr(C, "verify_sha256", spy)
     t0 = time.perf_counter()
-    model = C.load_whisper("")  # sha256 of part1 + part2 verified before parsing
+    model = C.load_whisper("")
     load_s = time.perf_counter() - t0
+    # the bytes of part1 + part2 were verified against the pinned digest before parsing
+    pinned = C.OFFLINE_WHISPER["base"]["sha256"]
+    assert checked == [(145_217_532, pinned, pinned)]
     dims = model.dims
     assert (dims.n_audio_state, dims.n_audio_head, dims.n_audio_layer) == (512, 8, 6)
     assert (dims.n_text_state, dims.n_text_head, dims.n_text_layer) == (512, 8, 6)
@@ -384,7 +395,7 @@ def test_ct2_converter_output_round_trips(hf_tiny, tmp_path, quantization):
         assert_same_model(model, reference)
 
 
-def test_ct2_quantised_and_nonzero_key_bias_are_refused(hf_tiny, tmp_path):
+def test_ct2_quantised_key_bias_and_flags_are_refused(hf_tiny, tmp_path):
     hf, _ = hf_tiny
     out = ct2_convert(hf, tmp_path / "int8", "int8")
     with pytest.raises(C.CheckpointError, match="quantised") as e:
@@ -397,6 +408,13 @@ def test_ct2_quantised_and_nonzero_key_bias_are_refused(hf_tiny, tmp_path):
 
     out = ct2_convert(hf, tmp_path / "keybias", "float32", edit=bias_on_key)
     with pytest.raises(C.CheckpointError, match="key part of encoder/layer_1/self_attention"):
+        C.load_whisper(out)
+
+    def alibi(spec):
+        spec.decoder.alibi = True
+
+    out = ct2_convert(hf, tmp_path / "alibi", "float32", edit=alibi)
+    with pytest.raises(C.CheckpointError, match="decoder/alibi = 1"):
         C.load_whisper(out)
 
 
