@@ -117,6 +117,9 @@ def write_task(task: TaskDef, suite: str, out_root: Path, seed: int,
                          format="WAV")
             split_data[clip.split][fname] = clip.labels
             groups[clip.split][fname] = clip.group
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     finally:
         ctx.close()
 

@@ -141,7 +141,7 @@ def gen_count(ctx: Ctx) -> Iterator[Clip]:
             if count:
                 mix *= 0.08 * 10 ** (rng.uniform(-3, 3) / 20) / rms(mix)
             mix += 0.004 * noise(n, rng, "pink")
-            group = "+".join(speakers[i].ident for i in talkers) or "none"
+            group = "&".join(speakers[i].ident for i in talkers) or f"no-talker-{f}-{j}"
             yield Clip(f"f{f}_{j:04d}_n{count}", f"fold{f:02d}", group, mix, [str(count)])
 
 
@@ -194,10 +194,12 @@ def gen_music_speech(ctx: Ctx) -> Iterator[Clip]:
             segs.append(compose(st, rng, dur))
             meta.append((f, j, st))
     music = S.render_segments(segs, dur, SR)
+    beds = music[len(music) // 2:] + music[:len(music) // 2]
     for (f, j, st), x in zip(meta, music):
         x = normalize(x, float(rng.uniform(0.2, 0.7)))
         x = x + at_snr(x, noise(n, rng, "pink"), float(rng.uniform(15, 40)))
         yield Clip(f"f{f}_music_{j:03d}", f"fold{f:02d}", f"music-{f}-{j}", x, ["music"])
+    bi = 0
     for f in range(nf):
         pool = spk_folds[f]
         for j in range(per // 2):
@@ -205,8 +207,11 @@ def gen_music_speech(ctx: Ctx) -> Iterator[Clip]:
             i1, i2 = rng.permutation(len(LONG_SENTENCES))[:2]
             x = np.concatenate([trim(ctx.synth.say(spk, LONG_SENTENCES[i1]), -35),
                                 np.zeros(_n(0.2)), trim(ctx.synth.say(spk, LONG_SENTENCES[i2]), -35)])
-            yield Clip(f"f{f}_speech_{j:03d}", f"fold{f:02d}", spk.ident,
-                       _speech_bed(ctx, x, n, snr=(15, 40)), ["speech"])
+            y = _speech_bed(ctx, x, n, snr=(15, 40))
+            if rng.random() < 0.4:   # speech over a quiet music bed, like radio
+                y = y + at_snr(y, beds[bi % len(beds)], float(rng.uniform(12, 25)))
+                bi += 1
+            yield Clip(f"f{f}_speech_{j:03d}", f"fold{f:02d}", spk.ident, y, ["speech"])
 
 
 # =========================================================== 6. genre
@@ -221,8 +226,9 @@ def gen_genre(ctx: Ctx) -> Iterator[Clip]:
             segs.append(compose(g, rng, dur))
             meta.append((f, j, g))
     for (f, j, g), x in zip(meta, S.render_segments(segs, dur, SR)):
+        x = augment(x, SR, rng, speed_range=0.0)[:n]
         x = normalize(x, float(rng.uniform(0.3, 0.8)))
-        x = x + at_snr(x, noise(n, rng, "pink"), float(rng.uniform(25, 45)))
+        x = x + at_snr(x, noise(n, rng, "pink"), float(rng.uniform(10, 40)))
         yield Clip(f"f{f}_{j:03d}_{g}", f"fold{f:02d}", f"piece-{f}-{j}", x, [g])
 
 
@@ -387,10 +393,14 @@ def gen_office(ctx: Ctx) -> Iterator[Clip]:
 
 
 # =========================================================== 10. animals (ESC-50-like)
+AMBIENCE = ["misc/applause01.ogg", "misc/raving_crowd01.ogg", "misc/breath01.ogg",
+            "effects/start01.ogg", "stringsnpads/nord_ambient01.ogg"]
+
 def gen_animals(ctx: Ctx) -> Iterator[Clip]:
     rng, n = ctx.rng, _n(2.0)
     files = S.animal_files()
     per = ctx.size["per_fold"]
+    ambience = [np.tile(S.read_audio(S.lmms(r), SR), 3) for r in AMBIENCE]
     for animal in sorted(files):
         x = S.read_audio(files[animal], SR)
         x = x / (np.max(np.abs(x)) + 1e-9)
@@ -400,11 +410,14 @@ def gen_animals(ctx: Ctx) -> Iterator[Clip]:
             r = f if regions == 5 else 0
             src = x[r * L:(r + 1) * L]
             for j in range(per):
-                y = augment(src, SR, rng, speed_range=0.08)
+                y = augment(src, SR, rng, speed_range=0.12)
                 y = trim(y, -50)
                 y = normalize(fit(y, n, rng), float(rng.uniform(0.2, 0.8)))
-                y = y + at_snr(y, noise(n, rng, str(rng.choice(["pink", "brown", "white"]))),
-                               float(rng.uniform(8, 30)))
+                bg = noise(n, rng, str(rng.choice(["pink", "brown", "white"])))
+                if rng.random() < 0.5:   # a real background ambience
+                    amb = ambience[int(rng.integers(len(ambience)))]
+                    bg = 0.3 * bg + fit(amb, n, rng) / (rms(amb) + 1e-9)
+                y = y + at_snr(y, bg, float(rng.uniform(0, 25)))
                 grp = f"{animal}-region{r}" if regions == 5 else f"{animal}-whole"
                 yield Clip(f"{f}-{animal}-{j:03d}", f"fold{f:02d}", grp, y, [animal])
 
@@ -414,15 +427,25 @@ def gen_strokes(ctx: Ctx) -> Iterator[Clip]:
     rng, n = ctx.rng, _n(0.8)
     kit = S.hydrogen_kit("circAfrique v4")
     per = ctx.size["per_stroke"]
+    strokes = ("Bass", "Slap", "Tone")
+    raw = {(d, st): trim(S.read_audio(kit / f"Djembe{d} {st}.wav", SR), -50)
+           for d in range(1, 6) for st in strokes}
     for d in range(1, 6):   # fold = drum
-        for stroke in ("Bass", "Slap", "Tone"):
-            x = trim(S.read_audio(kit / f"Djembe{d} {stroke}.wav", SR), -50)
+        for stroke in strokes:
+            x = raw[(d, stroke)]
             for j in range(per):
-                y = augment(x, SR, rng, speed_range=0.04)
-                y = normalize(y, float(rng.uniform(0.2, 0.8)))
+                y = augment(x, SR, rng, speed_range=0.10)
+                peak = float(rng.uniform(0.2, 0.8))
+                y = normalize(y, peak)
                 buf = np.zeros(n)
-                place(buf, y, _n(rng.uniform(0.0, 0.05)))
-                buf += at_snr(buf, noise(n, rng, "pink"), float(rng.uniform(20, 45)))
+                place(buf, y, _n(rng.uniform(0.0, 0.1)))
+                if rng.random() < 0.5:   # a softer, later stroke of the same drum
+                    other = strokes[int(rng.integers(3))]
+                    z = normalize(augment(raw[(d, other)], SR, rng, speed_range=0.05), peak)
+                    place(buf, z, _n(rng.uniform(0.25, 0.5)),
+                          gain=10 ** (rng.uniform(-16, -8) / 20))
+                col = str(rng.choice(["pink", "brown", "white"]))
+                buf += at_snr(buf, noise(n, rng, col), float(rng.uniform(3, 30)))
                 yield Clip(f"djembe{d}_{stroke.lower()}_{j:03d}", f"fold{d - 1:02d}",
                            f"djembe{d}", buf, [stroke.lower()])
 

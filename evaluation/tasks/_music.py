@@ -19,12 +19,15 @@ PROGRESSIONS = [[0, 4, 5, 3], [0, 3, 4, 0], [5, 3, 0, 4], [0, 5, 3, 4], [1, 4, 0
 class Score:
     def __init__(self, rng: np.random.Generator, dur: float):
         self.rng, self.dur, self.ev = rng, dur, []  # type: ignore[var-annotated]
+        self.drums = True
 
     def prog(self, ch: int, p: int):
         self.ev.append((0.0, program(ch, int(p))))
 
     def note(self, t: float, ch: int, pitch: int, vel: int, d: float, human: float = 0.006):
         t = t + float(self.rng.normal(0, human)) if human else t
+        if ch == DRUM_CH and not self.drums:
+            return
         if t < 0 or t >= self.dur - 0.02:
             return
         pitch = int(min(max(pitch, 0), 127))
@@ -49,11 +52,12 @@ def compose(style: str, rng: np.random.Generator, dur: float) -> Events:
     minor = bool(rng.random() < 0.35)
     scale = MINOR if minor else MAJOR
     prog = PROGRESSIONS[int(rng.integers(len(PROGRESSIONS)))]
+    s.drums = bool(rng.random() > 0.25)   # a quarter of the pieces have no drums
     if style == "classical":
         tempo = rng.uniform(60, 92)
         beat = 60 / tempo
-        s.prog(0, rng.choice([48, 49, 42, 19, 6]))
-        s.prog(1, rng.choice([40, 73, 68, 71, 0, 41]))
+        s.prog(0, rng.choice([48, 49, 42, 19, 6, 0, 52]))
+        s.prog(1, rng.choice([40, 73, 68, 71, 0, 41, 56, 11]))
         t, i, mel = 0.0, 0, 4
         while t < dur:
             root = prog[i % 4]
@@ -72,8 +76,8 @@ def compose(style: str, rng: np.random.Generator, dur: float) -> Events:
     elif style == "rock":
         tempo = rng.uniform(110, 150)
         beat = 60 / tempo
-        s.prog(0, rng.choice([29, 30, 30]))
-        s.prog(1, rng.choice([33, 34, 35]))
+        s.prog(0, rng.choice([29, 30, 30, 27, 16]))
+        s.prog(1, rng.choice([33, 34, 35, 38]))
         t, i = 0.0, 0
         while t < dur:
             root = key - 12 + scale[prog[i % 4] % 7]
@@ -93,8 +97,8 @@ def compose(style: str, rng: np.random.Generator, dur: float) -> Events:
         tempo = rng.uniform(120, 200)
         beat = 60 / tempo
         sw = beat * 2 / 3
-        s.prog(0, rng.choice([0, 4, 11, 0]))
-        s.prog(1, 32)
+        s.prog(0, rng.choice([0, 4, 11, 0, 26, 16]))
+        s.prog(1, rng.choice([32, 32, 33]))
         t, i = 0.0, 0
         while t < dur:
             root = prog[i % 4]
@@ -118,8 +122,8 @@ def compose(style: str, rng: np.random.Generator, dur: float) -> Events:
     elif style == "electronic":
         tempo = rng.uniform(120, 136)
         beat = 60 / tempo
-        s.prog(0, rng.choice([80, 81, 87, 90]))
-        s.prog(1, rng.choice([38, 39, 87]))
+        s.prog(0, rng.choice([80, 81, 87, 90, 4, 11, 16]))
+        s.prog(1, rng.choice([38, 39, 87, 33]))
         t, i = 0.0, 0
         while t < dur:
             ch = _chord(key, scale, prog[i % 4])
@@ -137,8 +141,8 @@ def compose(style: str, rng: np.random.Generator, dur: float) -> Events:
     elif style == "reggae":
         tempo = rng.uniform(66, 86)
         beat = 60 / tempo
-        s.prog(0, rng.choice([16, 17, 27, 28]))
-        s.prog(1, rng.choice([33, 32]))
+        s.prog(0, rng.choice([16, 17, 27, 28, 0, 4]))
+        s.prog(1, rng.choice([33, 32, 38]))
         t, i = 0.0, 0
         while t < dur:
             ch = _chord(key, scale, prog[i % 4])
