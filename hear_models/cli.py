@@ -3,6 +3,11 @@
     hear-models list
     hear-models embed FILE... [--model NAME|MODULE] [--weights PATH] [--out DIR]
     hear-models validate NAME|MODULE [--weights PATH]
+
+    hear-models tasks make|list ...          (hear_models.evaluation.tasks)
+
+Subsystems own their subcommands: ``DELEGATED`` maps a command to a module whose
+``main(argv) -> int`` parses the rest of the command line (imported only when run).
 """
 
 from __future__ import annotations
@@ -15,6 +20,10 @@ from pathlib import Path
 from typing import List, Optional
 
 from . import registry
+
+DELEGATED = {
+    "tasks": ("hear_models.evaluation.tasks", "the offline HEAR task suite: make, list"),
+}
 
 # hearvalidator always warns this, whatever the model: it is advice, not a finding.
 VALIDATOR_ADVICE = "IMPORTANT: A common bug we have seen"
@@ -108,7 +117,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--weights", "-m", default=None)
     s.add_argument("--device", "-d", default=None)
     s.set_defaults(func=cmd_validate)
+
+    for command, (module, help_text) in DELEGATED.items():
+        s = sub.add_parser(command, help=help_text, add_help=False)
+        s.add_argument("argv", nargs=argparse.REMAINDER)
+        s.set_defaults(func=lambda a, module=module: _delegate(module, a.argv))
     return p
+
+
+def _delegate(module: str, argv: List[str]) -> int:
+    import importlib
+
+    return importlib.import_module(module).main(argv)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

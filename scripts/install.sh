@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install hear-models into a virtual environment (default .venv) from this checkout.
 #
-#   bash scripts/install.sh            # the package, offline weights, evaluation tools
+#   bash scripts/install.sh            # the package, offline weights, evaluation tools,
+#                                      # and (as root / with sudo) the task-suite sources
 #   bash scripts/install.sh test       # ... plus what the test suite needs
 #
 # Why a script and not only `pip install .`: three tools we build on cannot be installed
@@ -36,4 +37,11 @@ if ! "$py" -c "import tensorflow" 2>/dev/null; then
   pip_ --no-deps ./tools/tf_shim
 fi
 pip_ -e ".[$extras]"
+# Debian packages the offline task suite is generated from (espeak-ng, fluidsynth, real
+# drum and word recordings, ...): needs root or sudo.
+if [ "$(id -u)" = "0" ] || sudo -n true 2>/dev/null; then
+  bash scripts/install_task_sources.sh
+else
+  echo "note: run 'sudo bash scripts/install_task_sources.sh' to generate the offline task suite" >&2
+fi
 echo "hear-models installed in $VENV ($("$py" -c 'import torch; print("torch", torch.__version__)'))"
