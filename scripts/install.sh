@@ -33,6 +33,10 @@ pip_ "$torch_req" "setuptools>=77.0.3,<81" wheel
 pip_ --no-deps openai-whisper==20250625
 pip_ --no-deps --ignore-requires-python hearvalidator==2021.0.6
 pip_ --no-deps heareval==2021.1.3
+if [ "${1:-}" = "test" ]; then
+  # the reference whose official head format our Whisper-AT heads are tested against
+  pip_ --no-deps whisper-at==0.5
+fi
 if ! "$py" -c "import tensorflow" 2>/dev/null; then
   pip_ --no-deps ./tools/tf_shim
 fi
