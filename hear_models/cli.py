@@ -3,8 +3,11 @@
     hear-models list
     hear-models embed FILE... [--model NAME|MODULE] [--weights PATH] [--out DIR]
     hear-models validate NAME|MODULE [--weights PATH]
+    hear-models tag AUDIO... [--whisper PATH] [--head PATH] [--at-time-res 10] [--top-k 5]
 
     hear-models tasks make|list ...          (hear_models.evaluation.tasks)
+    hear-models evaluate MODEL... --tasks DIR|smoke|mini [--grid faster] ...
+                                             (hear_models.evaluation.runner)
 
 Subsystems own their subcommands: ``DELEGATED`` maps a command to a module whose
 ``main(argv) -> int`` parses the rest of the command line (imported only when run).
@@ -23,6 +26,8 @@ from . import registry
 
 DELEGATED = {
     "tasks": ("hear_models.evaluation.tasks", "the offline HEAR task suite: make, list"),
+    "evaluate": ("hear_models.evaluation.runner",
+                 "embeddings + heareval's shallow-classifier protocol -> results table"),
 }
 
 # hearvalidator always warns this, whatever the model: it is advice, not a finding.
@@ -95,6 +100,38 @@ def cmd_validate(args) -> int:
     return 0
 
 
+def cmd_tag(args) -> int:
+    """Transcription and sound tags per time window, from one encoder pass per 30 s."""
+    import torch
+
+    from .audio import load_audio
+    from .checkpoints import load_whisper
+    from .tagging import load_head, transcribe_and_tag
+
+    model = load_whisper(args.whisper)
+    head = load_head(args.head, labels=args.labels) if args.head else None
+    if head is None:
+        print("note: no tagging head given (--head PATH): transcribing only. Audio tags need a "
+              "trained Whisper-AT head: train one with `hear-models train` (tagging config) or "
+              "use an official {size}_ori.pth / {size}_low.pth file.", file=sys.stderr)
+    results = {}
+    for f in args.files:
+        audio = torch.from_numpy(load_audio(f, 16000))
+        r = transcribe_and_tag(model, audio, head, at_time_res=args.at_time_res, top_k=args.top_k,
+                               language=args.language, decode=not args.no_text)
+        results[f] = r
+        if not args.json:
+            print(f"== {f}\n{r['text']}")
+            for t in r["audio_tag"]:
+                names = ", ".join(f"{x['label']} ({x['logit']:+.2f})" for x in t["labels"])
+                print(f"  {t['start']:7.1f}-{t['end']:7.1f} s  {names}")
+    if args.json:
+        print(json.dumps(results, indent=1, ensure_ascii=False))
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=1, ensure_ascii=False))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hear-models", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -117,6 +154,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--weights", "-m", default=None)
     s.add_argument("--device", "-d", default=None)
     s.set_defaults(func=cmd_validate)
+
+    s = sub.add_parser("tag", help="Whisper transcription + Whisper-AT sound tags from one encoder pass")
+    s.add_argument("files", nargs="+")
+    s.add_argument("--whisper", default="", help="Whisper weights (load_whisper source; default offline base)")
+    s.add_argument("--head", default=None, help="tagging head file (ours or official *_ori.pth / *_low.pth)")
+    s.add_argument("--labels", default=None, help="CSV of label names overriding the head's")
+    s.add_argument("--at-time-res", type=float, default=10.0, help="seconds per tag window (multiple of 0.4)")
+    s.add_argument("--top-k", type=int, default=5)
+    s.add_argument("--language", default=None)
+    s.add_argument("--no-text", action="store_true", help="tags only, no decoding")
+    s.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    s.add_argument("--out", default=None, help="also write the JSON here")
+    s.set_defaults(func=cmd_tag)
 
     for command, (module, help_text) in DELEGATED.items():
         s = sub.add_parser(command, help=help_text, add_help=False)

@@ -1,0 +1,206 @@
+"""Results tables from heareval's ``test.predicted-scores.json`` files.
+
+One row per model x task x metric (the task's ``evaluation`` list, first = primary, the
+one heareval selects models by). k-fold tasks report the mean over test folds and its
+standard deviation (heareval's ``aggregated_scores``). Beside our score:
+
+- ``chance``: what a constant guess scores on the test labels (majority class for
+  accuracies, class prevalence for mAP, 0.5 for AUC-ROC, 0 for d'), to judge how far
+  above chance a task is learnt; blank for event metrics;
+- ``hear_task``: the HEAR 2021 task it is (real folders) or stands for (offline suite);
+- published leaderboard scores (:data:`hear2021.LEADERBOARD`), only on the primary
+  metric of REAL HEAR 2021 tasks: an offline task is not comparable with its analogue.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import pickle
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from . import hear2021
+from .predict import SCORES_FILE
+
+SYSTEMS = tuple(hear2021.LEADERBOARD)
+
+
+def _offline_analogues() -> Dict[str, str]:
+    try:
+        from .tasks import list_tasks
+    except Exception:  # the generator is optional for reading results
+        return {}
+    return {row["name"]: row["hear_task"] for row in list_tasks()}
+
+
+def is_real_hear_task(metadata: Dict[str, Any]) -> bool:
+    """A HEAR 2021 task folder (not an offline stand-in carrying an analogue)."""
+    return (metadata.get("task_name") in hear2021.task_names()
+            and "hear_analogue" not in metadata and "generator" not in metadata)
+
+
+def _test_splits(metadata: Dict[str, Any]) -> List[str]:
+    return ["test"] if metadata["split_mode"] == "trainvaltest" else list(metadata["splits"])
+
+
+def chance_levels(emb_task_dir: Path, metadata: Dict[str, Any]) -> Dict[str, Optional[float]]:
+    """Score of a constant guess on the test labels, per metric (None: not defined here)."""
+    out: Dict[str, Optional[float]] = {m: None for m in metadata["evaluation"]}
+    if metadata["embedding_type"] != "scene":
+        return out
+    labels: List[list] = []
+    for split in _test_splits(metadata):
+        p = Path(emb_task_dir) / f"{split}.target-labels.pkl"
+        if not p.exists():
+            return out
+        with open(p, "rb") as f:
+            labels += pickle.load(f)
+    if not labels:
+        return out
+    vocab = _vocab(Path(emb_task_dir) / "labelvocabulary.csv")
+    counts: Dict[str, int] = {}
+    for ls in labels:
+        for lab in ls:
+            counts[str(lab)] = counts.get(str(lab), 0) + 1
+    n = len(labels)
+    majority = max(counts.values()) / n if counts else 0.0
+    chroma: Dict[int, int] = {}
+    for lab, c in counts.items():
+        if lab in vocab:
+            chroma[vocab[lab] % 12] = chroma.get(vocab[lab] % 12, 0) + c
+    for m in out:
+        if m in ("top1_acc", "pitch_acc"):
+            out[m] = majority
+        elif m == "chroma_acc":
+            out[m] = max(chroma.values()) / n if chroma else None
+        elif m == "mAP":
+            out[m] = sum(c / n for c in counts.values()) / len(vocab) if vocab else None
+        elif m == "aucroc":
+            out[m] = 0.5
+        elif m == "d_prime":
+            out[m] = 0.0
+    return out
+
+
+def _vocab(path: Path) -> Dict[str, int]:
+    with open(path, newline="") as f:
+        return {row["label"]: int(row["idx"]) for row in csv.DictReader(f)}
+
+
+def task_rows(model: str, emb_task_dir: Path, seconds: Optional[Dict[str, float]] = None,
+              analogues: Optional[Dict[str, str]] = None) -> List[Dict[str, Any]]:
+    """Rows for one model and task from its embedding folder (scores may be absent)."""
+    emb_task_dir = Path(emb_task_dir)
+    metadata = json.loads((emb_task_dir / "task_metadata.json").read_text())
+    real = is_real_hear_task(metadata)
+    if analogues is None:
+        analogues = _offline_analogues()
+    hear_task = (metadata["task_name"] if real else
+                 metadata.get("hear_analogue") or analogues.get(metadata["task_name"], ""))
+    scores_path = emb_task_dir / SCORES_FILE
+    scores = json.loads(scores_path.read_text()) if scores_path.exists() else None
+    chance = chance_levels(emb_task_dir, metadata)
+    published = hear2021.published(metadata["task_name"], metadata.get("mode")) if real else {}
+    rows = []
+    for i, metric in enumerate(metadata["evaluation"]):
+        value = std = None
+        folds = 1
+        if scores is not None:
+            if "aggregated_scores" in scores:
+                agg = scores["aggregated_scores"]
+                value = agg.get(f"test_{metric}_mean")
+                std = agg.get(f"test_{metric}_std")
+                folds = sum(1 for k in scores if k in metadata["splits"])
+            else:
+                value = scores.get("test", {}).get(f"test_{metric}")
+        row = {
+            "model": model,
+            "task": emb_task_dir.name,
+            "task_name": metadata["task_name"],
+            "hear_task": hear_task,
+            "real_hear_task": real,
+            "metric": metric,
+            "primary": i == 0,
+            "lower_is_better": metric in hear2021.LOWER_IS_BETTER,
+            "score": _num(value),
+            "std": _num(std),
+            "folds": folds,
+            "chance": _num(chance.get(metric)),
+            "status": "ok" if value is not None and math.isfinite(float(value)) else
+                      "not finite" if value is not None else ("missing" if scores is None else "no score"),
+        }
+        for system in SYSTEMS:
+            pub = published.get(system) if i == 0 else None
+            row[system] = pub[0] if pub else None
+            row[f"{system} source"] = pub[1] if pub else ""
+        if seconds:
+            row.update({f"{k}_s": round(v, 1) for k, v in seconds.items()})
+        rows.append(row)
+    return rows
+
+
+def _num(x) -> Optional[float]:
+    if x is None:
+        return None
+    return float(x)  # may be nan / inf (heareval's d' on tiny folds): shown as such
+
+
+def _fmt(x: Optional[float], digits: int = 3) -> str:
+    if x is None:
+        return ""
+    return f"{x:.{digits}f}" if math.isfinite(x) else str(x)
+
+
+def _json_safe(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)  # "nan", "inf": strict JSON has no such numbers
+    return x
+
+
+def markdown(rows: List[Dict[str, Any]]) -> str:
+    """The table printed and written to results.md."""
+    head = ["model", "task", "HEAR task", "metric", "score", "± std (folds)", "chance"] + list(SYSTEMS)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    sources = {}
+    for r in rows:
+        metric = r["metric"] + (" *" if r["primary"] else "") + (" (↓)" if r["lower_is_better"] else "")
+        spread = f"{r['std']:.3f} ({r['folds']})" if r["std"] is not None else (
+            f"({r['folds']})" if r["folds"] > 1 else "")
+        score = _fmt(r["score"]) if r["score"] is not None else r["status"].upper()
+        hear = r["hear_task"] + ("" if r["real_hear_task"] or not r["hear_task"] else " (analogue)")
+        cells = [r["model"], r["task"], hear, metric, score, spread, _fmt(r["chance"])]
+        for system in SYSTEMS:
+            cells.append(_fmt(r[system]))
+            if r[system] is not None:
+                sources[f"{system}, {r['task_name']}"] = r[f"{system} source"]
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = ["", "`*` primary metric (heareval selects hyper-parameters on it); `(↓)` lower is better; "
+             "k-fold tasks: mean ± std over test folds. chance: a constant guess on the test labels. "
+             "Published scores are shown only for real HEAR 2021 tasks, never beside offline "
+             "analogues (different data)."]
+    if sources:
+        notes.append("Sources: " + "; ".join(f"{k}: {v}" for k, v in sorted(sources.items())) + ".")
+    return "\n".join(lines + notes) + "\n"
+
+
+def write_results(rows: List[Dict[str, Any]], out_dir: Path, settings: Optional[dict] = None) -> Dict[str, Path]:
+    """results.md, results.csv, results.json in ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {ext: out_dir / f"results.{ext}" for ext in ("md", "csv", "json")}
+    paths["md"].write_text(markdown(rows))
+    fields: List[str] = []
+    for r in rows:
+        fields += [k for k in r if k not in fields]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+    paths["csv"].write_text(buf.getvalue())
+    safe = [{k: _json_safe(v) for k, v in r.items()} for r in rows]
+    paths["json"].write_text(json.dumps({"settings": settings or {}, "rows": safe}, indent=1, allow_nan=False))
+    return paths

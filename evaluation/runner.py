@@ -1,0 +1,245 @@
+"""``hear-models evaluate``: HEAR's shallow-classifier protocol in one command.
+
+    hear-models evaluate MODEL... --tasks DIR|smoke|mini [--task NAME ...]
+        [--model-options JSON] [--weights PATH] [--grid default|fast|faster]
+        [--grid-points N] [--out DIR] [--embeddings-dir DIR] [--device DEV]
+
+MODEL is a registry name (``hear-models list``) or any importable HEAR module.
+``--tasks`` is a folder of HEAR task folders (hear-preprocess layout, e.g. the
+hear-2021.0.6 release from Zenodo, unpacked) or the name of an offline suite, which is
+generated once into ``$HEAR_MODELS_CACHE/tasks/<suite>-seed<N>`` (default
+``~/.cache/hear_models``).
+
+For each model: every task folder is checked (errors name the file) before anything is
+computed; embeddings are written by our extractor in heareval's on-disk format under
+``<embeddings-dir>/<model>[-options]/<task>/`` (tasks with heareval's done marker are
+skipped, so an interrupted run resumes); then heareval's own predictions runner trains
+and scores the shallow classifiers in a subprocess with its fixes
+(:mod:`hear_models.evaluation._heareval_predict`). Finally ``results.md|csv|json`` are
+written to ``--out`` and the Markdown table is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from .embeddings import Embedder, TaskFolderError, embed_task, is_done, options_suffix, read_task
+from .predict import GRIDS, run_predictions
+from .results import markdown, task_rows, write_results
+
+SUITES = ("smoke", "mini")
+
+
+# -- task folders ----------------------------------------------------------------------
+def cache_dir() -> Path:
+    root = os.environ.get("HEAR_MODELS_CACHE")
+    return Path(root) if root else Path.home() / ".cache" / "hear_models"
+
+
+def suite_dir(suite: str, seed: int, sample_rate: int) -> Path:
+    """Where an offline suite is cached for a model's sample rate."""
+    name = f"{suite}-seed{seed}" + ("" if sample_rate == 16000 else f"-{sample_rate}")
+    return cache_dir() / "tasks" / name
+
+
+def ensure_suite(suite: str, seed: int, sample_rate: int, progress: bool = True) -> Path:
+    """Generate the offline suite into the cache unless a complete copy is there."""
+    out = suite_dir(suite, seed, sample_rate)
+    from .tasks import list_tasks, make_suite
+
+    wanted = {t["name"] for t in list_tasks()}
+    meta = out / "suite.json"
+    if meta.exists():
+        have = {t["task"] for t in json.loads(meta.read_text()).get("tasks", [])}
+        if wanted <= have:
+            return out
+    tmp = out.with_name(out.name + f".partial-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    if progress:
+        print(f"generating the {suite} task suite (seed {seed}, {sample_rate} Hz) into {out}",
+              file=sys.stderr)
+    make_suite(suite, tmp, seed=seed, rates=[sample_rate], progress=progress)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
+
+
+def find_tasks(tasks_dir: Path, only: Optional[Sequence[str]] = None) -> List[Path]:
+    """Task folders (those with task_metadata.json) in ``tasks_dir``, filtered by ``only``
+    (folder names or task_name values)."""
+    tasks_dir = Path(tasks_dir)
+    if not tasks_dir.is_dir():
+        raise TaskFolderError(f"{tasks_dir}: no such folder of tasks (and not a suite name: "
+                              f"{', '.join(SUITES)})")
+    if (tasks_dir / "task_metadata.json").exists():  # one task folder given
+        folders = [tasks_dir]
+    else:
+        folders = sorted(p for p in tasks_dir.iterdir() if (p / "task_metadata.json").is_file())
+    if not folders:
+        raise TaskFolderError(f"{tasks_dir}: holds no task folder (no */task_metadata.json)")
+    if only:
+        names = {}
+        for p in folders:
+            names[p.name] = p
+            try:
+                names.setdefault(json.loads((p / "task_metadata.json").read_text())["task_name"], p)
+            except (json.JSONDecodeError, KeyError):
+                pass
+        unknown = [n for n in only if n not in names]
+        if unknown:
+            raise TaskFolderError(f"{tasks_dir}: no task {unknown}; it holds {[p.name for p in folders]}")
+        picked = []
+        for n in only:
+            if names[n] not in picked:
+                picked.append(names[n])
+        folders = picked
+    return folders
+
+
+# -- models ----------------------------------------------------------------------------
+def resolve_model(name: str, weights: Optional[str], user_options: dict) -> Tuple[str, str, dict, str]:
+    """-> (module path, weights, load_model options, embeddings folder name)."""
+    from hear_models import registry
+
+    module_path, default_weights, options = registry.hear_module(name)
+    folder = name + options_suffix(user_options)
+    if weights is not None and name not in registry.list_models():
+        folder += options_suffix({"weights": Path(weights).name})
+    return module_path, default_weights if weights is None else weights, {**options, **user_options}, folder
+
+
+def load_embedder(module_path: str, weights: str, options: dict, device: Optional[str]) -> Embedder:
+    try:
+        module = importlib.import_module(module_path)
+    except ImportError as e:
+        raise SystemExit(f"error: cannot import HEAR module {module_path!r} ({e}); "
+                         "give a registry name (hear-models list) or an importable module") from None
+    for fn in ("load_model", "get_scene_embeddings", "get_timestamp_embeddings"):
+        if not hasattr(module, fn):
+            raise SystemExit(f"error: {module_path} is not a HEAR module (no {fn})")
+    model = module.load_model(weights, **options)
+    return Embedder(module, model, device)
+
+
+# -- the command -----------------------------------------------------------------------
+def evaluate(models: Sequence[str], tasks: str, only: Optional[Sequence[str]] = None,
+             model_options: Optional[dict] = None, weights: Optional[str] = None,
+             grid: str = "default", grid_points: int = 8, out: Path = Path("hear_eval"),
+             embeddings_dir: Optional[Path] = None, device: Optional[str] = None,
+             seed: int = 0, predict: bool = True, progress: bool = True) -> Tuple[List[dict], int]:
+    """Evaluate models on tasks; returns (result rows, number of failed tasks)."""
+    out = Path(out).resolve()
+    emb_root = Path(embeddings_dir).resolve() if embeddings_dir else out / "embeddings"
+    user_options = dict(model_options or {})
+    rows: List[dict] = []
+    failures = 0
+    t_all = time.time()
+    for name in models:
+        module_path, w, options, folder = resolve_model(name, weights, user_options)
+        t0 = time.time()
+        embedder = load_embedder(module_path, w, options, device)
+        rate = embedder.sample_rate
+        say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if progress else (lambda *a: None)
+        say(f"[{name}] {module_path} loaded in {time.time() - t0:.1f} s ({rate} Hz, device {embedder.device})")
+        if tasks in SUITES and not Path(tasks).is_dir():
+            tasks_dir = ensure_suite(tasks, seed, rate, progress)
+        else:
+            tasks_dir = Path(tasks)
+        folders = find_tasks(tasks_dir, only)
+        checked = [read_task(f, rate) for f in folders]  # every folder, before any compute
+        seconds: Dict[str, Dict[str, float]] = {}
+        emb_dirs = []
+        for task in checked:
+            emb_dir = emb_root / folder / task.name
+            emb_dirs.append(emb_dir)
+            if is_done(emb_dir):
+                say(f"[{name}] embeddings {task.name}: done before, skipped")
+                continue
+            s = embed_task(embedder, task, emb_dir, progress=progress)
+            seconds[task.name] = {"embed": s}
+            say(f"[{name}] embeddings {task.name}: {s:.1f} s")
+        del embedder
+        gc.collect()
+        if predict:
+            say(f"[{name}] heareval predictions: grid {grid}, {grid_points} grid point(s), "
+                f"{len(emb_dirs)} task(s); log {out / 'logs' / (folder + '.predictions.log')}")
+            outcomes = run_predictions(emb_dirs, grid=grid, grid_points=grid_points,
+                                       log_path=out / "logs" / f"{folder}.predictions.log",
+                                       progress=progress)
+            for o in outcomes:
+                seconds.setdefault(o.task_dir.name, {})["predict"] = o.seconds
+                failures += not o.ok
+        for emb_dir in emb_dirs:
+            rows += task_rows(name + options_suffix(user_options), emb_dir, seconds.get(emb_dir.name))
+    settings = {"models": list(models), "tasks": str(tasks), "only": list(only or []),
+                "model_options": user_options, "weights": weights, "grid": grid,
+                "grid_points": grid_points, "seed": seed, "wall_s": round(time.time() - t_all, 1)}
+    write_results(rows, out, settings)
+    return rows, failures
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hear-models evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("models", nargs="+", metavar="MODEL", help="registry name or HEAR module")
+    p.add_argument("--tasks", required=True, help="folder of HEAR task folders, or smoke | mini")
+    p.add_argument("--task", action="append", default=None, metavar="NAME",
+                   help="only this task (folder name or task_name; repeatable)")
+    p.add_argument("--model-options", default="{}", help="JSON object of load_model keyword options")
+    p.add_argument("--weights", default=None, help="model_file_path for load_model (default: the "
+                   "registry's, or '' for a module)")
+    p.add_argument("--grid", default="default", choices=GRIDS, help="heareval's grid (default: default)")
+    p.add_argument("--grid-points", type=int, default=8, help="grid points tried (heareval default 8)")
+    p.add_argument("--out", default="hear_eval", help="results, logs and (by default) embeddings")
+    p.add_argument("--embeddings-dir", default=None, help="default: OUT/embeddings")
+    p.add_argument("--device", default=None, help="torch device for embeddings (default: cuda if available)")
+    p.add_argument("--seed", type=int, default=0, help="seed of a generated suite")
+    p.add_argument("--embeddings-only", action="store_true", help="stop after the embeddings")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    a = build_parser().parse_args(argv)
+    try:
+        options = json.loads(a.model_options)
+    except json.JSONDecodeError as e:
+        print(f"error: --model-options is not JSON ({e})", file=sys.stderr)
+        return 2
+    if not isinstance(options, dict):
+        print("error: --model-options must be a JSON object", file=sys.stderr)
+        return 2
+    if a.grid_points < 1:
+        print("error: --grid-points must be >= 1", file=sys.stderr)
+        return 2
+    t0 = time.time()
+    try:
+        rows, failures = evaluate(a.models, a.tasks, a.task, options, a.weights, a.grid, a.grid_points,
+                                  Path(a.out), a.embeddings_dir, a.device, a.seed,
+                                  predict=not a.embeddings_only, progress=not a.quiet)
+    except TaskFolderError as e:
+        print(f"error: bad task folder: {e}", file=sys.stderr)
+        return 2
+    print(markdown(rows))
+    out = Path(a.out)
+    print(f"results: {out / 'results.md'}, {out / 'results.csv'}, {out / 'results.json'} "
+          f"({time.time() - t0:.0f} s)", file=sys.stderr)
+    if failures:
+        print(f"{failures} task(s) failed; see {out / 'logs'}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
