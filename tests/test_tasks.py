@@ -273,3 +273,16 @@ def test_pitch_vocabulary_is_contiguous(smoke):
     assert vocab == list(range(meta["pitch_range_min"], meta["pitch_range_max"] + 1))
     # chroma_acc in heareval compares class indices modulo 12
     assert all((v - vocab[0]) % 12 == i % 12 for i, v in enumerate(vocab))
+
+
+def test_piano_notes_of_one_pitch_do_not_overlap(smoke):
+    d = next(p for p in _task_dirs(smoke) if p.name.startswith("piano_onsets-"))
+    meta = json.loads((d / "task_metadata.json").read_text())
+    assert meta["evaluation_params"]["event_postprocessing_grid"] == {
+        "median_filter_ms": [150], "min_duration": [50]}
+    for split in meta["splits"]:
+        for clip, evs in json.loads((d / f"{split}.json").read_text()).items():
+            last = {}
+            for ev in sorted(evs, key=lambda e: e["start"]):
+                assert ev["start"] >= last.get(ev["label"], -1.0), (clip, ev)
+                last[ev["label"]] = ev["end"]

@@ -92,7 +92,7 @@ def gen_language(ctx: Ctx) -> Iterator[Clip]:
         for c in sorted(fold_concepts):
             for lang in langs:
                 x = trim(S.read_audio(words[lang][c], SR), -40)
-                x = augment(x, SR, rng, speed_range=0.04)
+                x = augment(x, SR, rng, speed_range=0.12)   # blur the one-speaker cue
                 if len(x) > _n(1.9):
                     x = fade(x[:_n(1.9)])
                 yield Clip(f"{c}_{lang}", f"fold{f:02d}", c, _speech_bed(ctx, x, n), [lang])
@@ -270,12 +270,15 @@ def gen_piano(ctx: Ctx) -> Iterator[Clip]:
         for j in range(ctx.size["per_fold"]):
             ev = [(0.0, S.program(0, prog))]
             notes = []
+            busy: Dict[int, float] = {}   # a pitch is not re-struck while it sounds
             t = float(rng.uniform(0.05, 0.4))
             while t < dur - 0.3:
                 k = 2 if rng.random() < 0.25 else 1
-                for p in rng.choice(PIANO_PITCHES, size=k, replace=False).tolist():
+                free = [p for p in PIANO_PITCHES if busy.get(p, -1.0) < t - 0.02]
+                for p in rng.choice(free, size=min(k, len(free)), replace=False).tolist():
                     d = float(min(rng.uniform(0.1, 0.6), dur - 0.05 - t))
                     notes.append((round(t, 4), round(t + d, 4), int(p)))
+                    busy[int(p)] = t + d
                 t += float(rng.uniform(0.15, 0.5))
             for s, e, p in notes:
                 ev += [(s, S.note_on(0, p, int(rng.integers(50, 121)))), (e, S.note_off(0, p))]
@@ -489,8 +492,20 @@ def _shots() -> List[Tuple[str, object]]:
         for p in kits[kit].get("snare", []):
             out.append((f"{kit}/{p.name}", p))
     gah = S.hydrogen_kit("Gimme A Hand 1.0")
-    for p in sorted(gah.glob("HandClap-*.wav")):
+    for p in sorted(gah.glob("HandClap-*.wav")) + sorted(gah.glob("CajonSlaps-*.wav")):
         out.append((f"Gimme A Hand 1.0/{p.name}", p))
+    for rel in ["drums/clap01.ogg", "drums/clap02.ogg", "drums/clap03.ogg", "drums/clap04.ogg",
+                "drums/snare01.ogg", "drums/snare02.ogg", "drums/snare03.ogg",
+                "drums/snare04.ogg", "drums/snare05.ogg", "drums/snare06.ogg",
+                "drums/snare07.ogg", "drums/snare_acoustic01.ogg", "drums/snare_electro01.ogg",
+                "drums/snare_harsh01.ogg", "drums/snare_hiphop01.ogg",
+                "drums/snare_hiphop02.ogg", "drums/snare_muffled01.ogg",
+                "drums/snare_muffled02.ogg", "drums/snare_short01.ogg",
+                "drums/nasty_snare01.ogg", "effects/explode01.ogg"]:
+        out.append((f"lmms/{rel}", S.lmms(rel)))
+    for kit in sorted(kits):
+        for p in kits[kit].get("tom", []):
+            out.append((f"{kit}/{p.name}", p))
     return out
 
 
@@ -653,8 +668,8 @@ TASKS: List[TaskDef] = [
             cost=0.6, sources=("ktuberling-data",)),
     TaskDef("talker_count", "libricount", "scene", "multiclass", "new_split_kfold", 3.0,
             SCENE_METRICS,
-            {"smoke": {"max_count": 4, "speakers_per_fold": 4, "per_fold": 15},
-             "mini": {"max_count": 4, "speakers_per_fold": 12, "per_fold": 150}},
+            {"smoke": {"max_count": 6, "speakers_per_fold": 6, "per_fold": 14},
+             "mini": {"max_count": 6, "speakers_per_fold": 14, "per_fold": 140}},
             gen_count, nfolds=5, group_key="the set of talkers (speaker pools disjoint by fold)",
             cost=0.8, sources=("espeak-ng", "flite")),
     TaskDef("speech_emotion", "tfds_crema_d", "scene", "multiclass", "new_split_kfold", 3.0,
@@ -669,7 +684,7 @@ TASKS: List[TaskDef] = [
             gen_music_speech, nfolds=10, group_key="speaker (speech) / piece (music)", cost=1.0,
             sources=("espeak-ng", "flite", "fluidsynth", "timgm6mb-soundfont")),
     TaskDef("music_genre", "tfds_gtzan", "scene", "multiclass", "new_split_kfold", 4.0,
-            SCENE_METRICS, {"smoke": {"per_fold": 5}, "mini": {"per_fold": 50}},
+            SCENE_METRICS, {"smoke": {"per_fold": 7}, "mini": {"per_fold": 70}},
             gen_genre, nfolds=10, group_key="piece", cost=1.0,
             sources=("fluidsynth", "timgm6mb-soundfont")),
     TaskDef("instrument_pitch", "nsynth_pitch", "scene", "multiclass", "trainvaltest", 1.0,

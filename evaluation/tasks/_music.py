@@ -9,7 +9,7 @@ from ._sources import note_off, note_on, program
 
 Events = List[Tuple[float, bytes]]
 DRUM_CH = 9
-GENRES = ["classical", "electronic", "jazz", "reggae", "rock"]
+GENRES = ["classical", "electronic", "hiphop", "jazz", "pop", "reggae", "rock"]
 
 MAJOR = [0, 2, 4, 5, 7, 9, 11]
 MINOR = [0, 2, 3, 5, 7, 8, 10]
@@ -155,6 +155,53 @@ def compose(style: str, rng: np.random.Generator, dur: float) -> Events:
             s.note(t + 2 * beat, DRUM_CH, 37, 100, 0.1)
             for b, dd in ((0.0, 0.75), (1.0, 0.5), (1.5, 0.5), (2.5, 0.5), (3.0, 0.75)):
                 s.note(t + b * beat, 1, ch[int(rng.integers(0, 3))] - 24, 100, dd * beat)
+            t += 4 * beat
+            i += 1
+    elif style == "pop":
+        # like rock's backbeat, but clean piano/guitar chords and a sung-like lead
+        tempo = rng.uniform(96, 126)
+        beat = 60 / tempo
+        s.prog(0, rng.choice([0, 4, 24, 25, 1]))
+        s.prog(1, rng.choice([33, 34, 38]))
+        s.prog(2, rng.choice([52, 53, 54, 73, 81, 65]))
+        t, i, mel = 0.0, 0, 4
+        while t < dur:
+            ch = _chord(key, scale, prog[i % 4])
+            for k in range(4):
+                for p in ch:
+                    s.note(t + k * beat, 0, p + 12, 70, beat * 0.9)
+                s.note(t + k * beat, 1, ch[0] - 24, 95, beat * 0.9)
+                s.note(t + k * beat, DRUM_CH, 36 if k % 2 == 0 else 38, 100, 0.1)
+                s.note(t + k * beat, DRUM_CH, 42, 70, 0.1)
+                s.note(t + k * beat + beat / 2, DRUM_CH, 42, 60, 0.1)
+            b = 0.0
+            while b < 4:
+                d = float(rng.choice([0.5, 1.0, 1.0, 1.5]))
+                mel = int(np.clip(mel + rng.choice([-2, -1, 1, 2, 0]), 0, 11))
+                s.note(t + b * beat, 2, key + 12 + scale[mel % 7] + 12 * (mel // 7), 90,
+                       d * beat * 0.9)
+                b += d
+            t += 4 * beat
+            i += 1
+    elif style == "hiphop":
+        # slow boom-bap: syncopated kick, heavy snare on 2 and 4, looped keys, sub bass
+        tempo = rng.uniform(82, 98)
+        beat = 60 / tempo
+        s.prog(0, rng.choice([4, 5, 0, 11, 89]))
+        s.prog(1, rng.choice([38, 39, 33, 87]))
+        t, i = 0.0, 0
+        while t < dur:
+            ch = _chord(key, scale, prog[i % 2], seventh=True)
+            for p in ch:
+                s.note(t, 0, p + 12, 65, 1.5 * beat)
+                s.note(t + 2.5 * beat, 0, p + 12, 55, beat)
+            for b in (0.0, 0.75, 2.5):
+                s.note(t + b * beat, DRUM_CH, 36, 120, 0.1)
+                s.note(t + b * beat, 1, ch[0] - 24, 105, 0.6 * beat)
+            for b in (1.0, 3.0):
+                s.note(t + b * beat, DRUM_CH, 38, 120, 0.1)
+            for k in range(8):
+                s.note(t + k * beat / 2 + (beat / 12 if k % 2 else 0), DRUM_CH, 42, 60, 0.05)
             t += 4 * beat
             i += 1
     elif style == "solo":

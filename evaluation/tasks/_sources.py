@@ -277,13 +277,19 @@ def render_midi(events: Sequence[Tuple[float, bytes]], sr: int, gain: float = 0.
 
 
 def render_segments(segments: Sequence[Sequence[Tuple[float, bytes]]], seg_dur: float,
-                    sr: int, gap: float = 1.5, gain: float = 0.4) -> List[np.ndarray]:
+                    sr: int, gap: float = 1.5, gain: float = 0.4,
+                    chunk: int = 64) -> List[np.ndarray]:
     """Render many short MIDI segments in one fluidsynth run and cut them apart.
 
     Each segment's events are in seconds from its own start; every segment gets
     its own slot of ``seg_dur + gap`` seconds, and all channels are silenced and
     reset before it starts.
     """
+    if len(segments) > chunk:   # bounded memory: at most ``chunk`` segments per run
+        out: List[np.ndarray] = []
+        for i in range(0, len(segments), chunk):
+            out += render_segments(segments[i:i + chunk], seg_dur, sr, gap, gain, chunk)
+        return out
     slot = seg_dur + gap
     events: List[Tuple[float, bytes]] = []
     for i, seg in enumerate(segments):
