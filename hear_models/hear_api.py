@@ -118,6 +118,11 @@ class FrameEncoder(nn.Module):
         and frames centred past the end are dropped).
     embedding_size : int
         Width of the frames ``forward`` returns.
+    summary_size : int
+        Width of an optional per-window summary (0: none). An encoder with a summary
+        implements ``forward_with_summary(audio) -> (frames, summary (batch, summary_size))``;
+        the scene embedding is then [mean of frames ; frame-weighted mean of the window
+        summaries] (e.g. a tagging head's representation or logits).
     """
 
     sample_rate: int
@@ -126,6 +131,7 @@ class FrameEncoder(nn.Module):
     window_samples: int
     min_samples: int
     embedding_size: int
+    summary_size: int = 0
 
     def n_frames(self, n_samples: int) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -139,7 +145,8 @@ class HearModel(nn.Module):
     """A :class:`FrameEncoder` behind HEAR's API.
 
     Carries ``sample_rate``, ``scene_embedding_size`` and ``timestamp_embedding_size`` as
-    the API requires. Scene embedding: the mean of all frame embeddings of the clip.
+    the API requires. Scene embedding: the mean of all frame embeddings of the clip,
+    followed by the frame-weighted mean of the encoder's window summaries if it has any.
 
     Parameters
     ----------
@@ -159,7 +166,7 @@ class HearModel(nn.Module):
         self.name = name
         self.sample_rate = int(encoder.sample_rate)
         self.timestamp_embedding_size = int(encoder.embedding_size)
-        self.scene_embedding_size = int(encoder.embedding_size)
+        self.scene_embedding_size = int(encoder.embedding_size + encoder.summary_size)
         self.max_batch_samples = max(int(max_batch_seconds * self.sample_rate), encoder.window_samples)
 
     # -- input checks -------------------------------------------------------------------
@@ -236,11 +243,12 @@ class HearModel(nn.Module):
         k = torch.arange(self.n_frames(n_samples), dtype=torch.float64)
         return ((enc.first_center_samples + k * enc.hop_samples) * 1000.0 / self.sample_rate).float()
 
-    def iter_frames(self, audio: Tensor) -> Iterator[Tuple[slice, int, Tensor]]:
+    def iter_frames(self, audio: Tensor, summary: bool = False) -> Iterator[Tuple[slice, int, Tensor, Optional[Tensor]]]:
         """Run the encoder over all windows of all sounds, a memory-bounded batch at a time.
 
-        Yields ``(sounds, first_frame, frames)``: frames of shape (len(sounds), n, D) that
-        belong at frame offset ``first_frame`` of those sounds.
+        Yields ``(sounds, first_frame, frames, window_summary)``: frames of shape
+        (len(sounds), n, D) that belong at frame offset ``first_frame`` of those sounds, and
+        the window's summary (len(sounds), summary_size) when ``summary`` is asked for.
         """
         enc = self.encoder
         n_sounds, n_samples = audio.shape
@@ -251,8 +259,11 @@ class HearModel(nn.Module):
                 window = torch.nn.functional.pad(window, (0, enc.min_samples - length))
             per_batch = max(1, self.max_batch_samples // window.shape[1])
             for i in range(0, n_sounds, per_batch):
-                frames = enc(window[i:i + per_batch])
-                yield slice(i, i + per_batch), offset, frames[:, :keep]
+                if summary:
+                    frames, summ = enc.forward_with_summary(window[i:i + per_batch])
+                else:
+                    frames, summ = enc(window[i:i + per_batch]), None
+                yield slice(i, i + per_batch), offset, frames[:, :keep], summ
             offset += keep
 
     # -- HEAR ------------------------------------------------------------------------------
@@ -262,7 +273,7 @@ class HearModel(nn.Module):
         n_sounds, n_samples = audio.shape
         n = self.n_frames(n_samples)
         out = torch.empty(n_sounds, n, self.timestamp_embedding_size, device=audio.device)
-        for sounds, first, frames in self.iter_frames(audio):
+        for sounds, first, frames, _ in self.iter_frames(audio):
             out[sounds, first:first + frames.shape[1]] = frames.float()
         ts = self.timestamps_ms(n_samples).to(audio.device).expand(n_sounds, n).contiguous()
         return out, ts
@@ -272,8 +283,12 @@ class HearModel(nn.Module):
         audio = self.check_audio(audio)
         n_sounds = audio.shape[0]
         total = torch.zeros(n_sounds, self.scene_embedding_size, dtype=torch.float64, device=audio.device)
-        for sounds, _, frames in self.iter_frames(audio):
-            total[sounds] += frames.double().sum(dim=1)
+        d = self.timestamp_embedding_size
+        with_summary = self.encoder.summary_size > 0
+        for sounds, _, frames, summ in self.iter_frames(audio, summary=with_summary):
+            total[sounds, :d] += frames.double().sum(dim=1)
+            if with_summary:  # weighted by the frames the window contributes
+                total[sounds, d:] += summ.double() * frames.shape[1]
         return (total / self.n_frames(audio.shape[1])).float()
 
 

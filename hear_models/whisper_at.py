@@ -6,7 +6,8 @@
 Embedding: the outputs of the encoder's blocks (before ``ln_post``, the features
 Whisper-AT's tagging heads read), by default the mean over all blocks, one frame every
 20 ms; clips up to 30 s run unpadded, longer ones in consecutive 30 s windows.
-Scene embedding: the mean of the timestamp embeddings over the whole clip.
+Scene embedding: the mean of the timestamp embeddings over the whole clip, followed by a
+tagging head's logits and/or representation when a head is given (``head=PATH``).
 See docs/models.md.
 """
 
@@ -24,6 +25,8 @@ def load_model(
     layers: Union[str, int, Sequence[int]] = "all",
     combine: str = "mean",
     max_batch_seconds: float = 240.0,
+    head: str = "",
+    head_output: str = "logits",
 ) -> HearModel:
     """Load a Whisper encoder behind HEAR's API.
 
@@ -41,12 +44,23 @@ def load_model(
         How chosen blocks are combined.
     max_batch_seconds : float
         Audio per forward pass, bounding memory.
+    head : str
+        A Whisper-AT tagging head file (ours or an official ``{size}_ori.pth`` /
+        ``{size}_low.pth``). Its output over the clip is appended to the scene embedding.
+    head_output : "logits" | "repr" | "both"
+        What the head appends: class logits, its pooled representation, or both.
     """
     from .checkpoints import load_whisper
     from .models.whisper import WhisperEncoder
 
     whisper_model = load_whisper(model_file_path)
-    encoder = WhisperEncoder(whisper_model.encoder, layers=layers, combine=combine)
+    tagging_head = None
+    if head:
+        from .tagging import load_head
+
+        tagging_head = load_head(head).head
+    encoder = WhisperEncoder(whisper_model.encoder, layers=layers, combine=combine,
+                             head=tagging_head, head_output=head_output)
     encoder.requires_grad_(False)
     model = HearModel(encoder, name=f"whisper:{model_file_path or 'offline:base'}",
                       max_batch_seconds=max_batch_seconds)

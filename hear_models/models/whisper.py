@@ -22,6 +22,7 @@ from torch import Tensor
 
 from ..frontends import get_frontend
 from ..hear_api import FrameEncoder, LayerSelector
+from .whisper_at_heads import decision_windows, pool_time
 
 SAMPLE_RATE = 16000  # Hz
 MEL_HOP = 160  # samples: 10 ms
@@ -42,6 +43,11 @@ class WhisperEncoder(FrameEncoder):
         feed the embedding. ``"final"`` is the encoder's real output (last block +
         ``ln_post``), which Whisper's decoder reads.
     combine : "mean" | "concat"
+    head : a Whisper-AT tagging head (hear_models.models.whisper_at_heads), optional
+        Adds its output over each window to the scene embedding (``forward_with_summary``).
+    head_output : "logits" | "repr" | "both"
+        What the head adds: its class logits, its pooled representation (before the
+        classifier), or both.
     """
 
     sample_rate = SAMPLE_RATE
@@ -50,7 +56,8 @@ class WhisperEncoder(FrameEncoder):
     window_samples = WINDOW
     min_samples = MIN_SAMPLES
 
-    def __init__(self, encoder, layers: Union[str, int, Sequence[int]] = "all", combine: str = "mean"):
+    def __init__(self, encoder, layers: Union[str, int, Sequence[int]] = "all", combine: str = "mean",
+                 head=None, head_output: str = "logits"):
         super().__init__()
         self.encoder = encoder
         n_mels = encoder.conv1.in_channels
@@ -61,6 +68,16 @@ class WhisperEncoder(FrameEncoder):
         self.layers = LayerSelector("last" if self.final else layers, combine, self.n_layers)
         self.embedding_size = self.layers.width(self.width)
         self.max_frames = encoder.positional_embedding.shape[0]
+        self.head = head
+        self.head_output = head_output
+        if head is not None:
+            if (head.n_layers, head.width) != (self.n_layers, self.width):
+                raise ValueError(f"the tagging head reads {head.n_layers} blocks of width {head.width}; "
+                                 f"this Whisper has {self.n_layers} blocks of width {self.width}")
+            sizes = {"logits": head.n_classes, "repr": head.rep_dim, "both": head.rep_dim + head.n_classes}
+            if head_output not in sizes:
+                raise ValueError(f"head_output={head_output!r}: expected one of {sorted(sizes)}")
+            self.summary_size = sizes[head_output]
 
     def n_frames(self, n_samples: int) -> int:
         mel_frames = n_samples // MEL_HOP  # whisper drops the STFT's last frame
@@ -90,11 +107,49 @@ class WhisperEncoder(FrameEncoder):
             x = block(x)
             yield x
 
+    def _frames(self, hidden) -> Tensor:
+        if self.final:
+            return self.encoder.ln_post(self.layers.reduce(hidden))
+        return self.layers.reduce(hidden)
+
     def forward(self, audio: Tensor) -> Tensor:
         """audio : (batch, n_samples) -> (batch, n_frames, embedding_size)."""
-        if self.final:
-            return self.encoder.ln_post(self.layers.reduce(self.hidden_states(audio)))
-        return self.layers.reduce(self.hidden_states(audio))
+        return self._frames(self.hidden_states(audio))
+
+    def forward_with_summary(self, audio: Tensor):
+        """Frames as ``forward``, plus the tagging head's output over the window.
+
+        The head reads every block pooled by 0.4 s (pooled as the blocks stream past, so
+        memory stays small) in Whisper-AT decision windows of 10 s; its outputs are averaged
+        over the decision windows, weighted by their real (unpadded) length.
+
+        Returns
+        -------
+        frames : Tensor, shape = (batch, n_frames, embedding_size)
+        summary : Tensor, shape = (batch, summary_size): logits, representation, or both
+        """
+        pooled = []
+
+        def tap(hidden):
+            for h in hidden:
+                pooled.append(pool_time(h[:, None])[:, 0])
+                yield h
+
+        stream = tap(self.hidden_states(audio))
+        frames = self._frames(stream)
+        for _ in stream:  # the head needs every block
+            pass
+        return frames, self.head_summary(torch.stack(pooled, 1))
+
+    def head_summary(self, pooled: Tensor, window: int = 25) -> Tensor:
+        """pooled : (batch, n_layers, n_pooled, width) -> (batch, summary_size)."""
+        x, mask, n_win = decision_windows(pooled, window)
+        rep = self.head.representation(x, mask)
+        parts = {"repr": [rep], "logits": [self.head.mlp_layer(rep.float())]}
+        parts["both"] = parts["repr"] + parts["logits"]
+        out = torch.cat(parts[self.head_output], -1).view(pooled.shape[0], n_win, -1)
+        weight = (~mask).sum(-1).view(pooled.shape[0], n_win, 1).to(out.dtype)
+        return (out * weight).sum(1) / weight.sum(1)
 
 
 def whisper_param_count(encoder) -> int:

@@ -59,6 +59,24 @@ def pool_time(hidden: Tensor) -> Tensor:
     return out
 
 
+def decision_windows(pooled: Tensor, window: int = 25):
+    """Cut pooled features into Whisper-AT decision windows (``at_time_res * 2.5`` pooled frames).
+
+    pooled : Tensor, shape = (batch, n_layers, n_pooled, width)
+    returns : (windows (batch * n_windows, n_layers, window, width), mask (batch * n_windows,
+    window), True = padding, n_windows). The last window is zero-padded and masked.
+    """
+    b, n_layers, t, d = pooled.shape
+    n_win = max(1, -(-t // window))
+    pad = n_win * window - t
+    x = torch.nn.functional.pad(pooled, (0, 0, 0, pad))
+    x = x.view(b, n_layers, n_win, window, d).permute(0, 2, 1, 3, 4).reshape(b * n_win, n_layers, window, d)
+    mask = torch.zeros(n_win, window, dtype=torch.bool, device=pooled.device)
+    if pad:
+        mask[-1, window - pad:] = True
+    return x, mask.repeat(b, 1), n_win
+
+
 def _masked_mean(x: Tensor, mask: Optional[Tensor], dim: int) -> Tensor:
     """Mean over ``dim`` (the time axis) ignoring padded steps (mask True = padded)."""
     if mask is None:
