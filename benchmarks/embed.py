@@ -46,6 +46,7 @@ def main(argv=None):
     p.add_argument("--seconds", nargs="+", type=float, default=[10.0, 60.0])
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--bf16", action="store_true", help="also: bf16 autocast vs fp32, speed and cosine")
     a = p.parse_args(argv)
     from hear_models import create_model
 
@@ -61,6 +62,19 @@ def main(argv=None):
                 ref = timed(lambda: openai_padded(m.encoder.encoder, audio), a.repeats)
             rt = sec * a.batch
             print(f"{name:18s} {sec:5.0f}s {ours:8.3f} {ref:8.3f} {rt / ours:10.1f} {rt / ref:9.1f} {ref / ours:7.2f}x")
+    if a.bf16:
+        print(f"\n{'model':18s} {'clip':>6s} {'fp32 s':>8s} {'bf16 s':>8s} {'speed-up':>8s} {'min cos':>8s} {'scene cos':>9s}")
+        for name in a.models:
+            m32, m16 = create_model(name), create_model(name, precision="bf16")
+            for sec in a.seconds:
+                g = torch.Generator().manual_seed(0)
+                audio = torch.rand(a.batch, int(sec * m32.sample_rate), generator=g) * 0.2 - 0.1
+                t32 = timed(lambda: m32.timestamp_embeddings(audio), a.repeats)
+                t16 = timed(lambda: m16.timestamp_embeddings(audio), a.repeats)
+                e32, e16 = m32.timestamp_embeddings(audio)[0], m16.timestamp_embeddings(audio)[0]
+                cos = torch.nn.functional.cosine_similarity(e32, e16, dim=-1).min()
+                scos = torch.nn.functional.cosine_similarity(e32.mean(1), e16.mean(1), dim=-1).min()
+                print(f"{name:18s} {sec:5.0f}s {t32:8.3f} {t16:8.3f} {t32 / t16:7.2f}x {cos:8.4f} {scos:9.5f}")
 
 
 if __name__ == "__main__":

@@ -153,10 +153,17 @@ class HearModel(nn.Module):
     encoder : FrameEncoder
     max_batch_seconds : float
         Audio processed in one forward (summed over the batch), which bounds memory.
+    precision : "fp32" | "bf16"
+        ``bf16`` runs the encoder under ``torch.autocast`` in bfloat16 (CPUs with AVX512-BF16
+        or AMX, and GPUs); the front end stays float32 and outputs are float32.
     """
 
-    def __init__(self, encoder: FrameEncoder, name: str = "", max_batch_seconds: float = 240.0):
+    def __init__(self, encoder: FrameEncoder, name: str = "", max_batch_seconds: float = 240.0,
+                 precision: str = "fp32"):
         super().__init__()
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision={precision!r}: expected 'fp32' or 'bf16'")
+        self.precision = precision
         if encoder.sample_rate not in HEAR_SAMPLE_RATES:
             raise ValueError(f"sample_rate {encoder.sample_rate} is not one HEAR allows")
         if encoder.n_frames(encoder.window_samples) * encoder.hop_samples != encoder.window_samples:
@@ -259,12 +266,17 @@ class HearModel(nn.Module):
                 window = torch.nn.functional.pad(window, (0, enc.min_samples - length))
             per_batch = max(1, self.max_batch_samples // window.shape[1])
             for i in range(0, n_sounds, per_batch):
-                if summary:
-                    frames, summ = enc.forward_with_summary(window[i:i + per_batch])
-                else:
-                    frames, summ = enc(window[i:i + per_batch]), None
-                yield slice(i, i + per_batch), offset, frames[:, :keep], summ
+                with torch.autocast(audio.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+                    frames, summ = self._encode(window[i:i + per_batch], summary)
+                yield slice(i, i + per_batch), offset, frames[:, :keep].float(), summ
             offset += keep
+
+    def _encode(self, window: Tensor, summary: bool):
+        enc = self.encoder
+        if summary:
+            frames, summ = enc.forward_with_summary(window)
+            return frames, summ.float()
+        return enc(window), None
 
     # -- HEAR ------------------------------------------------------------------------------
     @torch.inference_mode()

@@ -27,6 +27,7 @@ def load_model(
     max_batch_seconds: float = 240.0,
     head: str = "",
     head_output: str = "logits",
+    precision: str = "fp32",
 ) -> HearModel:
     """Load a Whisper encoder behind HEAR's API.
 
@@ -49,6 +50,8 @@ def load_model(
         ``{size}_low.pth``). Its output over the clip is appended to the scene embedding.
     head_output : "logits" | "repr" | "both"
         What the head appends: class logits, its pooled representation, or both.
+    precision : "fp32" | "bf16"
+        bf16 runs the encoder under autocast (see docs/hear_api.md for speed and agreement).
     """
     from .checkpoints import load_whisper
     from .models.whisper import WhisperEncoder
@@ -63,5 +66,5 @@ def load_model(
                              head=tagging_head, head_output=head_output)
     encoder.requires_grad_(False)
     model = HearModel(encoder, name=f"whisper:{model_file_path or 'offline:base'}",
-                      max_batch_seconds=max_batch_seconds)
+                      max_batch_seconds=max_batch_seconds, precision=precision)
     return model.eval()
