@@ -32,6 +32,7 @@ HEAR = {
     "esc50": ("scene", "multiclass", "presplit_kfold", 5, None),
     "beijing_opera": ("scene", "multiclass", "new_split_kfold", 5, None),
     "mridangam_stroke": ("scene", "multiclass", "new_split_kfold", 5, None),
+    "mridangam_tonic": ("scene", "multiclass", "new_split_kfold", 5, None),
     "gunshot_triangulation": ("scene", "multiclass", "new_split_kfold", 7, None),
     "libricount": ("scene", "multiclass", "new_split_kfold", 5, None),
     "tfds_crema_d": ("scene", "multiclass", "new_split_kfold", 5, None),

@@ -92,6 +92,8 @@ def make_suite(suite: str, out: Union[str, Path], seed: int = 0,
     those only).  Same seed, rates and tool versions give the same bytes.
     """
     _check_suite(suite)
+    if int(seed) < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
     rates = [int(r) for r in rates]
     if not rates:
         raise ValueError("at least one sample rate is needed")

@@ -148,7 +148,7 @@ def gen_count(ctx: Ctx) -> Iterator[Clip]:
 # =========================================================== 4. speaking style
 STYLES = {
     #            pitch shift, speed factor, SSML range, SSML volume
-    "angry": (4, 1.22, "high", "x-loud"),
+    "angry": (4, 1.22, "high", "loud"),
     "fearful": (18, 1.35, "low", "medium"),
     "happy": (12, 1.12, "x-high", "loud"),
     "neutral": (0, 1.0, "medium", "medium"),
@@ -193,7 +193,7 @@ def gen_music_speech(ctx: Ctx) -> Iterator[Clip]:
             st = styles[int(rng.integers(len(styles)))]
             segs.append(compose(st, rng, dur))
             meta.append((f, j, st))
-    music = S.render_segments(segs, dur, SR)
+    music = [x.astype(np.float32) for x in S.iter_segments(segs, dur, SR)]
     beds = music[len(music) // 2:] + music[:len(music) // 2]
     for (f, j, st), x in zip(meta, music):
         x = normalize(x, float(rng.uniform(0.2, 0.7)))
@@ -225,7 +225,7 @@ def gen_genre(ctx: Ctx) -> Iterator[Clip]:
             g = GENRES[(f * per + j) % len(GENRES)]
             segs.append(compose(g, rng, dur))
             meta.append((f, j, g))
-    for (f, j, g), x in zip(meta, S.render_segments(segs, dur, SR)):
+    for (f, j, g), x in zip(meta, S.iter_segments(segs, dur, SR)):
         x = augment(x, SR, rng, speed_range=0.0)[:n]
         x = normalize(x, float(rng.uniform(0.3, 0.8)))
         x = x + at_snr(x, noise(n, rng, "pink"), float(rng.uniform(10, 40)))
@@ -252,7 +252,7 @@ def gen_pitch(ctx: Ctx) -> Iterator[Clip]:
                 segs.append([(0.0, S.program(0, prog)), (0.01, S.note_on(0, p, vel)),
                              (0.76, S.note_off(0, p))])
                 meta.append((split, prog, p))
-    for (split, prog, p), x in zip(meta, S.render_segments(segs, dur, SR, gap=1.0)):
+    for (split, prog, p), x in zip(meta, S.iter_segments(segs, dur, SR, gap=1.0)):
         x = normalize(x, float(rng.uniform(0.3, 0.8)))
         yield Clip(f"gm{prog:03d}_{p:03d}", split, f"program-{prog}", x, [str(p)])
 
@@ -284,7 +284,7 @@ def gen_piano(ctx: Ctx) -> Iterator[Clip]:
                 ev += [(s, S.note_on(0, p, int(rng.integers(50, 121)))), (e, S.note_off(0, p))]
             segs.append(ev)
             meta.append((f, j, notes))
-    for (f, j, notes), x in zip(meta, S.render_segments(segs, dur, SR)):
+    for (f, j, notes), x in zip(meta, S.iter_segments(segs, dur, SR)):
         x = normalize(x, float(rng.uniform(0.3, 0.8)))
         x = x + at_snr(x, noise(n, rng, "pink"), float(rng.uniform(30, 50)))
         labels = [{"label": str(p), "start": round(s * 1000, 1), "end": round(e * 1000, 1)}
@@ -453,6 +453,39 @@ def gen_strokes(ctx: Ctx) -> Iterator[Clip]:
                            f"djembe{d}", buf, [stroke.lower()])
 
 
+# =========================================================== 11b. tonic (Mridangam tonic)
+TONICS = {"B": 59, "C": 60, "C#": 61, "D": 62, "D#": 63, "E": 64}   # mridangam tonics
+TUNED_PERC = [8, 9, 11, 12, 13, 14, 47, 108, 112, 113, 114, 115, 116, 117, 118]
+
+
+def gen_tonic(ctx: Ctx) -> Iterator[Clip]:
+    rng, dur = ctx.rng, 0.8
+    n = _n(dur)
+    progs = sorted(int(p) for p in rng.choice(TUNED_PERC, size=10, replace=False))
+    folds = _kfold(progs, rng, 5)
+    segs, meta = [], []
+    for f, fprogs in enumerate(folds):
+        for prog in sorted(fprogs):
+            for tonic in sorted(TONICS):
+                base = TONICS[tonic]
+                for j in range(ctx.size["per_tonic"]):
+                    # a short stroke pattern on the tonic, its octave or its fifth (the
+                    # tonic itself always sounds): the label is the tuning, not a note
+                    ev, t = [(0.0, S.program(0, prog))], 0.01
+                    for k in range(int(rng.integers(1, 4))):
+                        p = base if k == 0 else base + int(rng.choice([0, 7, 12, -12]))
+                        ev += [(t, S.note_on(0, p, int(rng.integers(60, 121)))),
+                               (t + 0.15, S.note_off(0, p))]
+                        t += float(rng.uniform(0.12, 0.25))
+                    segs.append(ev)
+                    meta.append((f, prog, tonic, j))
+    for (f, prog, tonic, j), x in zip(meta, S.iter_segments(segs, dur, SR, gap=1.0)):
+        x = normalize(x, float(rng.uniform(0.2, 0.8)))
+        x = x + at_snr(x, noise(n, rng, "pink"), float(rng.uniform(15, 40)))
+        yield Clip(f"gm{prog:03d}_{tonic.replace('#', 's')}_{j:03d}", f"fold{f:02d}",
+                   f"program-{prog}", x, [tonic])
+
+
 # =========================================================== 12. kit pieces (Beijing Opera)
 def gen_kit(ctx: Ctx) -> Iterator[Clip]:
     rng, dur = ctx.rng, 1.5
@@ -612,7 +645,7 @@ def gen_mixtures(ctx: Ctx) -> Iterator[Clip]:
                     t += d
                 seg_index[(pi, c)] = (len(segs), f"gm{prog}")
                 segs.append(ev)
-    rendered = S.render_segments(segs, 1.6, SR) if segs else []
+    rendered = [trim(x, -50).astype(np.float32) for x in S.iter_segments(segs, 1.6, SR)]
     cache: Dict[str, np.ndarray] = {}
     for pi, (split, j, labs) in enumerate(plans):
         mix = np.zeros(n)
@@ -718,6 +751,10 @@ TASKS: List[TaskDef] = [
             SCENE_METRICS, {"smoke": {"per_stroke": 4}, "mini": {"per_stroke": 40}},
             gen_strokes, nfolds=5, group_key="drum (one djembe per fold)", cost=0.3,
             sources=("hydrogen-drumkits",)),
+    TaskDef("tuned_perc_tonic", "mridangam_tonic", "scene", "multiclass", "new_split_kfold",
+            0.8, SCENE_METRICS, {"smoke": {"per_tonic": 1}, "mini": {"per_tonic": 10}},
+            gen_tonic, nfolds=5, group_key="GM tuned-percussion instrument (program)",
+            cost=0.4, sources=("fluidsynth", "timgm6mb-soundfont")),
     TaskDef("drum_kit_pieces", "beijing_opera", "scene", "multiclass", "new_split_kfold", 1.5,
             SCENE_METRICS, {"smoke": {"per_fold": 12}, "mini": {"per_fold": 120}},
             gen_kit, nfolds=5, group_key="drum kit", cost=0.4, sources=("hydrogen-drumkits",)),

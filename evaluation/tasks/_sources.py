@@ -285,11 +285,17 @@ def render_segments(segments: Sequence[Sequence[Tuple[float, bytes]]], seg_dur: 
     its own slot of ``seg_dur + gap`` seconds, and all channels are silenced and
     reset before it starts.
     """
-    if len(segments) > chunk:   # bounded memory: at most ``chunk`` segments per run
-        out: List[np.ndarray] = []
-        for i in range(0, len(segments), chunk):
-            out += render_segments(segments[i:i + chunk], seg_dur, sr, gap, gain, chunk)
-        return out
+    return list(iter_segments(segments, seg_dur, sr, gap, gain, chunk))
+
+
+def iter_segments(segments: Sequence[Sequence[Tuple[float, bytes]]], seg_dur: float,
+                  sr: int, gap: float = 1.5, gain: float = 0.4, chunk: int = 64):
+    """Like :func:`render_segments`, lazily: one fluidsynth run per ``chunk`` segments."""
+    for i in range(0, len(segments), chunk):
+        yield from _render_chunk(segments[i:i + chunk], seg_dur, sr, gap, gain)
+
+
+def _render_chunk(segments, seg_dur: float, sr: int, gap: float, gain: float) -> List[np.ndarray]:
     slot = seg_dur + gap
     events: List[Tuple[float, bytes]] = []
     for i, seg in enumerate(segments):
