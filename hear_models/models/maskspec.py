@@ -1,0 +1,663 @@
+"""MaskSpec (Chong et al., 2022): a ViT on 16 x 16 log-mel patches, pretrained as a masked
+autoencoder (MAE) on spectrograms.
+
+Front end: the PaSST preset (``PASST_128_32K``: 32 kHz, 128 mel bins, 10 ms hop), then a
+per-bin standardisation (``frontend.mean`` / ``frontend.std``; the official code uses
+AudioSet statistics, identity here unless a checkpoint carries them).
+
+Patches: 16 mel bins x 16 frames (160 ms), a grid of 8 x floor(T / 16) for T frames; the
+paper's 992 frames give 8 x 62 = 496 patches. Tokens are ordered row-major over
+(frequency row, time column), as the official ``patchify``. Fixed 2-D sin-cos position
+embeddings are built for the actual grid (any clip length; the official code assumes
+square grids in ``unpatchify`` and in position interpolation, which we do not).
+
+Sizes (trainable parameters of the encoder: patch embedding, CLS, 12 blocks, final norm):
+base 768 x 12 heads 85.25M, small 384 x 6 heads 21.4M, tiny 192 x 3 heads 5.39M.
+Decoder: 512 wide, 8 blocks, 16 heads, Linear 512 -> 256 per patch (25.7M with base).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..frontends import PASST_128_32K, LogMel
+from ..hear_api import FrameEncoder, LayerSelector
+from ..layers import LayerNorm, ResidualAttentionBlock
+
+SAMPLE_RATE = 32000  # Hz
+MEL_HOP = 320  # samples: 10 ms
+PATCH = 16  # mel bins x mel frames per patch (16 frames = 160 ms)
+FRAME_MEL = 4  # mel frames per HEAR frame: 40 ms
+FRAME_HOP = FRAME_MEL * MEL_HOP  # samples: 1280 = 40 ms
+PRETRAIN_FRAMES = 992  # mel frames of the paper's input (9.92 s): a 8 x 62 grid
+
+VARIANTS: Dict[str, Dict[str, int]] = {
+    "base": dict(width=768, heads=12),
+    "small": dict(width=384, heads=6),
+    "tiny": dict(width=192, heads=3),
+}
+
+
+@dataclass
+class MaskSpecDims:
+    """Sizes of a MaskSpec model (stored with every checkpoint we write)."""
+
+    width: int = 768
+    layers: int = 12
+    heads: int = 12
+    mlp_ratio: float = 4.0
+    n_mels: int = 128
+    patch: int = PATCH
+    decoder_width: int = 512
+    decoder_layers: int = 8
+    decoder_heads: int = 16
+    drop_path: float = 0.0  # stochastic depth of the last encoder block (linear from 0)
+
+    @classmethod
+    def variant(cls, name: str, **overrides) -> "MaskSpecDims":
+        if name not in VARIANTS:
+            raise KeyError(f"unknown MaskSpec variant {name!r}; known: {', '.join(VARIANTS)}")
+        return cls(**{**VARIANTS[name], **overrides})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "MaskSpecDims":
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown MaskSpec dims {sorted(unknown)}")
+        return cls(**dict(d))
+
+
+# -- position embeddings -------------------------------------------------------------------
+def sincos_1d(dim: int, pos: Tensor) -> Tensor:
+    """pos : (M,) float64 -> (M, dim): [sin(pos w_i), cos(pos w_i)], w_i = 10000^(-2i/dim)."""
+    if dim % 2:
+        raise ValueError(f"sin-cos embedding needs an even width, got {dim}")
+    omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim / 2))
+    out = pos.double()[:, None] * omega[None]
+    return torch.cat([out.sin(), out.cos()], dim=1)
+
+
+def sincos_2d(dim: int, grid_h: int, grid_w: int) -> Tensor:
+    """Fixed 2-D sin-cos position embedding of a (grid_h, grid_w) grid, row-major.
+
+    Layout of MAE's ``get_2d_sincos_pos_embed`` (so official checkpoints compare equal):
+    the first ``dim / 2`` channels encode the column (time) index, the last ``dim / 2`` the
+    row (frequency) index. Works for any grid, square or not.
+
+    Returns
+    -------
+    Tensor, shape = (grid_h * grid_w, dim), float32
+    """
+    if dim % 4:
+        raise ValueError(f"2-D sin-cos embedding needs a width divisible by 4, got {dim}")
+    rows = torch.arange(grid_h, dtype=torch.float64).repeat_interleave(grid_w)  # (h*w,)
+    cols = torch.arange(grid_w, dtype=torch.float64).repeat(grid_h)  # (h*w,)
+    return torch.cat([sincos_1d(dim // 2, cols), sincos_1d(dim // 2, rows)], dim=1).float()
+
+
+class _PosCache:
+    """Position tables per (grid, device, dtype), computed once: fixed, never trained,
+    never in a state dict."""
+
+    def __init__(self, dim: int):
+        self.dim = dim
+        self._cache: Dict[tuple, Tensor] = {}
+
+    def __call__(self, grid_h: int, grid_w: int, like: Tensor) -> Tensor:
+        key = (grid_h, grid_w, like.device, like.dtype)
+        if key not in self._cache:
+            if len(self._cache) > 32:
+                self._cache.clear()
+            self._cache[key] = sincos_2d(self.dim, grid_h, grid_w).to(like.device, like.dtype)
+        return self._cache[key]
+
+
+# -- front end -----------------------------------------------------------------------------
+class MaskSpecFrontend(nn.Module):
+    """PaSST log-mel (``PASST_128_32K``) then per-bin standardisation ``(x - mean) / std``.
+
+    ``mean`` and ``std`` (shape (n_mels,)) are persistent buffers: identity (0, 1) for our
+    models, the dataset statistics for converted official checkpoints.
+    """
+
+    def __init__(self, n_mels: int = 128):
+        super().__init__()
+        self.logmel = LogMel(PASST_128_32K.replace(n_mels=n_mels))
+        self.register_buffer("mean", torch.zeros(n_mels))
+        self.register_buffer("std", torch.ones(n_mels))
+
+    def n_frames(self, n_samples: int) -> int:
+        return self.logmel.n_frames(n_samples)
+
+    def forward(self, audio: Tensor) -> Tensor:
+        """audio : (batch, n_samples) at 32 kHz -> (batch, n_mels, n_frames), float32."""
+        mel = self.logmel(audio)
+        return (mel - self.mean[:, None]) / self.std[:, None]
+
+    def silence(self) -> Tensor:
+        """The standardised value of digital silence per bin, shape (n_mels,): what padding
+        with zeros would give away from the edges."""
+        c = self.logmel.config
+        level = (math.log(c.log_offset) + c.affine[0]) / c.affine[1]
+        return (level - self.mean) / self.std
+
+
+# -- encoder -------------------------------------------------------------------------------
+class PatchEmbed(nn.Module):
+    """Non-overlapping 16 x 16 patches -> tokens (a strided Conv2d, key ``proj``)."""
+
+    def __init__(self, width: int, patch: int = PATCH):
+        super().__init__()
+        self.patch = patch
+        self.proj = nn.Conv2d(1, width, kernel_size=patch, stride=patch)
+
+    def forward(self, mel: Tensor) -> Tuple[Tensor, Tuple[int, int]]:
+        """mel : (batch, n_mels, T) -> tokens (batch, h * w, width), grid (h, w) with
+        h = n_mels / 16, w = floor(T / 16) (trailing frames that do not fill a patch are
+        dropped)."""
+        p = self.patch
+        T = mel.shape[-1] // p * p
+        if T == 0:
+            raise ValueError(f"{mel.shape[-1]} mel frames: need at least {p} for one patch")
+        x = self.proj(mel[:, None, :, :T])  # (batch, width, h, w)
+        grid = (x.shape[2], x.shape[3])
+        return x.flatten(2).transpose(1, 2), grid
+
+
+class MaskSpecEncoder(nn.Module):
+    """The ViT encoder: patch embedding, CLS token, fixed 2-D sin-cos positions, blocks
+    (qkv bias, LayerNorm eps 1e-6, MLP ratio 4), final LayerNorm ``norm``."""
+
+    def __init__(self, dims: MaskSpecDims):
+        super().__init__()
+        self.dims = dims
+        D = dims.width
+        self.patch_embed = PatchEmbed(D, dims.patch)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, D))
+        dpr = [dims.drop_path * i / max(dims.layers - 1, 1) for i in range(dims.layers)]
+        self.blocks = nn.ModuleList([
+            ResidualAttentionBlock(D, dims.heads, mlp_ratio=dims.mlp_ratio, qkv_bias=True,
+                                   key_bias=True, ln_eps=1e-6, drop_path=p) for p in dpr])
+        self.norm = LayerNorm(D, eps=1e-6)
+        self.pos = _PosCache(D)
+        self.cls_pos = None  # the CLS position is all zeros in MAE's table: nothing to add
+
+    def tokens(self, mel: Tensor) -> Tuple[Tensor, Tuple[int, int]]:
+        """mel (batch, n_mels, T) -> patch tokens with positions (batch, h * w, D), grid."""
+        x, (h, w) = self.patch_embed(mel)
+        return x + self.pos(h, w, x), (h, w)
+
+    def with_cls(self, x: Tensor) -> Tensor:
+        """(batch, L, D) -> (batch, 1 + L, D), CLS first."""
+        return torch.cat([self.cls_token.to(x.dtype).expand(x.shape[0], -1, -1), x], dim=1)
+
+    def run_blocks(self, x: Tensor, key_padding_mask: Optional[Tensor] = None) -> Iterator[Tensor]:
+        """Outputs of every block (before ``norm``), one at a time."""
+        for block in self.blocks:
+            x = block(x, key_padding_mask=key_padding_mask)
+            yield x
+
+    def forward(self, mel: Tensor, key_padding_mask: Optional[Tensor] = None) -> Tensor:
+        """mel (batch, n_mels, T) -> normalised tokens (batch, 1 + h * w, D), CLS first.
+
+        key_padding_mask : (batch, h * w) bool, True = padded patch (ignored as a key).
+        """
+        x, _ = self.tokens(mel)
+        x = self.with_cls(x)
+        if key_padding_mask is not None:
+            key_padding_mask = F.pad(key_padding_mask, (1, 0), value=False)
+        for x in self.run_blocks(x, key_padding_mask):
+            pass
+        return self.norm(x)
+
+
+def init_vit_weights(module: nn.Module) -> None:
+    """MAE's initialisation: xavier-uniform Linear (and the patch projection as a Linear),
+    zero biases, unit LayerNorms, N(0, 0.02) tokens."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, PatchEmbed):
+            w = m.proj.weight.data
+            nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+            nn.init.zeros_(m.proj.bias)
+    for name, p in module.named_parameters():
+        if name.endswith("cls_token") or name.endswith("mask_token"):
+            nn.init.normal_(p, std=0.02)
+
+
+# -- the masked autoencoder ------------------------------------------------------------------
+class MaskSpecMAE(nn.Module):
+    """Masked-spectrogram pretraining: encoder on the visible 25 % of patches, a light
+    decoder reconstructs the masked ones, MSE on masked patches (per-patch normalised
+    targets).
+
+    Parameters
+    ----------
+    dims : MaskSpecDims
+    mask_ratio : float
+        Fraction of patches masked per sample (0.75).
+    norm_pix_loss : bool
+        Normalise each target patch by its own mean and variance (the paper: True).
+    """
+
+    def __init__(self, dims: MaskSpecDims, mask_ratio: float = 0.75, norm_pix_loss: bool = True):
+        super().__init__()
+        self.dims = dims
+        self.mask_ratio = mask_ratio
+        self.norm_pix_loss = norm_pix_loss
+        self.frontend = MaskSpecFrontend(dims.n_mels)
+        self.encoder = MaskSpecEncoder(dims)
+        Dd = dims.decoder_width
+        self.decoder_embed = nn.Linear(dims.width, Dd)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, Dd))
+        self.decoder_blocks = nn.ModuleList([
+            ResidualAttentionBlock(Dd, dims.decoder_heads, mlp_ratio=dims.mlp_ratio, qkv_bias=True,
+                                   key_bias=True, ln_eps=1e-6) for _ in range(dims.decoder_layers)])
+        self.decoder_norm = LayerNorm(Dd, eps=1e-6)
+        self.decoder_pred = nn.Linear(Dd, dims.patch ** 2)
+        self.decoder_pos = _PosCache(Dd)
+        init_vit_weights(self)
+
+    # ---- the named steps ---------------------------------------------------------------
+    def patchify(self, mel: Tensor) -> Tuple[Tensor, Tuple[int, int]]:
+        """mel (N, n_mels, T) -> patches (N, h * w, p * p), grid (h, w).
+
+        Row-major over (frequency row, time column); inside a patch, row-major over
+        (bin, frame): the order of the official ``patchify`` and of the Conv2d embedding.
+        """
+        p = self.dims.patch
+        N, H, T = mel.shape
+        h, w = H // p, T // p
+        x = mel[:, : h * p, : w * p].reshape(N, h, p, w, p)  # (N, h, p_bin, w, p_frame)
+        x = x.permute(0, 1, 3, 2, 4)  # (N, h, w, p_bin, p_frame)
+        return x.reshape(N, h * w, p * p), (h, w)
+
+    def unpatchify(self, patches: Tensor, grid: Tuple[int, int]) -> Tensor:
+        """patches (N, h * w, p * p) -> mel (N, h * p, w * p): the inverse of ``patchify``
+        for any grid (the official code uses h for the time axis: wrong unless h == w)."""
+        p = self.dims.patch
+        h, w = grid
+        N = patches.shape[0]
+        x = patches.reshape(N, h, w, p, p).permute(0, 1, 3, 2, 4)  # (N, h, p_bin, w, p_frame)
+        return x.reshape(N, h * p, w * p)
+
+    def random_masking(self, x: Tensor, mask_ratio: float, noise: Optional[Tensor] = None
+                       ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Per-sample random masking by sorting per-sample noise.
+
+        Parameters
+        ----------
+        x : Tensor, shape = (N, L, D)
+        noise : Tensor, shape = (N, L), optional (uniform [0, 1) by default)
+
+        Returns
+        -------
+        x_visible : (N, L_keep, D), L_keep = int(L * (1 - mask_ratio))
+        mask : (N, L) float, 1 = masked (removed), 0 = visible; exactly L - L_keep ones
+        ids_restore : (N, L) long, un-shuffles [visible, masked] back to patch order
+        ids_keep : (N, L_keep) long, the visible patch indices
+        """
+        N, L, D = x.shape
+        len_keep = max(1, int(L * (1 - mask_ratio)))
+        if noise is None:
+            noise = torch.rand(N, L, device=x.device)
+        ids_shuffle = torch.argsort(noise, dim=1)  # ascending: small = keep
+        ids_restore = torch.argsort(ids_shuffle, dim=1)
+        ids_keep = ids_shuffle[:, :len_keep]
+        x_visible = torch.gather(x, 1, ids_keep[..., None].expand(-1, -1, D))
+        mask = torch.ones(N, L, device=x.device, dtype=x.dtype)
+        mask[:, :len_keep] = 0
+        mask = torch.gather(mask, 1, ids_restore)
+        return x_visible, mask, ids_restore, ids_keep
+
+    def forward_encoder(self, mel: Tensor, mask_ratio: float, padding: Optional[Tensor] = None,
+                        noise: Optional[Tensor] = None):
+        """mel (N, n_mels, T) -> latent (N, 1 + L_keep, D) of CLS + visible patches.
+
+        padding : (N, L) bool, True = patch made of padding; visible padded patches are
+        ignored as attention keys.
+
+        Returns latent, mask (N, L), ids_restore (N, L), grid, visible padding (N, L_keep)
+        """
+        x, grid = self.encoder.tokens(mel)  # (N, L, D), positions added
+        x, mask, ids_restore, ids_keep = self.random_masking(x, mask_ratio, noise)
+        kpm = None
+        if padding is not None:
+            kpm = F.pad(torch.gather(padding, 1, ids_keep), (1, 0), value=False)  # (N, 1 + L_keep)
+        x = self.encoder.with_cls(x)  # (N, 1 + L_keep, D)
+        for x in self.encoder.run_blocks(x, kpm):
+            pass
+        return self.encoder.norm(x), mask, ids_restore, grid, kpm
+
+    def forward_decoder(self, latent: Tensor, ids_restore: Tensor, grid: Tuple[int, int],
+                        padding: Optional[Tensor] = None) -> Tensor:
+        """latent (N, 1 + L_keep, D) -> predicted patches (N, L, p * p)."""
+        x = self.decoder_embed(latent)  # (N, 1 + L_keep, Dd)
+        N, L = ids_restore.shape
+        Dd = x.shape[-1]
+        masked = self.mask_token.to(x.dtype).expand(N, L + 1 - x.shape[1], -1)
+        x_ = torch.cat([x[:, 1:], masked], dim=1)  # (N, L, Dd), visible first
+        x_ = torch.gather(x_, 1, ids_restore[..., None].expand(-1, -1, Dd))  # patch order
+        x_ = x_ + self.decoder_pos(grid[0], grid[1], x_)
+        x = torch.cat([x[:, :1], x_], dim=1)  # (N, 1 + L, Dd); the CLS position is zero
+        kpm = None if padding is None else F.pad(padding, (1, 0), value=False)
+        for block in self.decoder_blocks:
+            x = block(x, key_padding_mask=kpm)
+        x = self.decoder_pred(self.decoder_norm(x))  # (N, 1 + L, p * p)
+        return x[:, 1:]
+
+    def forward_loss(self, mel: Tensor, pred: Tensor, mask: Tensor,
+                     padding: Optional[Tensor] = None) -> Tensor:
+        """Mean squared error on masked (and not padded) patches.
+
+        mel (N, n_mels, T); pred (N, L, p * p); mask (N, L), 1 = masked; padding (N, L) bool.
+        """
+        target, _ = self.patchify(mel)  # (N, L, p * p)
+        if self.norm_pix_loss:
+            mean = target.mean(dim=-1, keepdim=True)
+            var = target.var(dim=-1, keepdim=True)
+            target = (target - mean) / (var + 1e-6) ** 0.5
+        loss = ((pred.float() - target.float()) ** 2).mean(dim=-1)  # (N, L) per patch
+        weight = mask.float()
+        if padding is not None:
+            weight = weight * (~padding).float()
+        return (loss * weight).sum() / weight.sum().clamp_min(1.0)
+
+    def forward(self, mel: Tensor, mask_ratio: Optional[float] = None,
+                padding: Optional[Tensor] = None, noise: Optional[Tensor] = None):
+        """mel (N, n_mels, T) -> (loss, pred (N, L, p * p), mask (N, L))."""
+        ratio = self.mask_ratio if mask_ratio is None else mask_ratio
+        latent, mask, ids_restore, grid, _ = self.forward_encoder(mel, ratio, padding, noise)
+        pred = self.forward_decoder(latent, ids_restore, grid, padding)
+        return self.forward_loss(mel, pred, mask, padding), pred, mask
+
+    def patch_padding(self, valid_frames: Tensor, n_frames: int) -> Tensor:
+        """(N,) valid mel frames -> (N, L) bool, True = the patch lies wholly in padding."""
+        p = self.dims.patch
+        h, w = self.dims.n_mels // p, n_frames // p
+        col_start = torch.arange(w, device=valid_frames.device) * p
+        pad_col = col_start[None] >= valid_frames[:, None]  # (N, w)
+        return pad_col[:, None, :].expand(-1, h, -1).reshape(-1, h * w)
+
+
+# -- fine-tuning ------------------------------------------------------------------------------
+class MaskSpecClassifier(nn.Module):
+    """Fine-tuning: LayerNorm + Linear on the mean of the patch tokens (CLS excluded), as
+    the paper's global pooling (the encoder's final ``norm`` is not used there)."""
+
+    def __init__(self, dims: MaskSpecDims, n_classes: int):
+        super().__init__()
+        self.dims = dims
+        self.frontend = MaskSpecFrontend(dims.n_mels)
+        self.encoder = MaskSpecEncoder(dims)
+        self.fc_norm = LayerNorm(dims.width, eps=1e-6)
+        self.head = nn.Linear(dims.width, n_classes)
+        init_vit_weights(self)
+        nn.init.normal_(self.head.weight, std=2e-5)  # MAE's fine-tuning head init
+
+    def forward(self, mel: Tensor, padding: Optional[Tensor] = None) -> Tensor:
+        """mel (N, n_mels, T) -> logits (N, n_classes)."""
+        x, _ = self.encoder.tokens(mel)
+        x = self.encoder.with_cls(x)
+        kpm = None if padding is None else F.pad(padding, (1, 0), value=False)
+        for x in self.encoder.run_blocks(x, kpm):
+            pass
+        tokens = x[:, 1:]
+        if padding is None:
+            pooled = tokens.mean(dim=1)
+        else:
+            keep = (~padding).to(tokens.dtype)[..., None]
+            pooled = (tokens * keep).sum(1) / keep.sum(1).clamp_min(1.0)
+        return self.head(self.fc_norm(pooled))
+
+
+def layer_id(name: str, n_layers: int) -> int:
+    """Depth of a parameter for layer-wise lr decay: 0 = embeddings, i + 1 = block i,
+    n_layers + 1 = everything after the blocks (norms, head)."""
+    if name.startswith("encoder."):
+        rest = name[len("encoder."):]
+        if rest.startswith(("cls_token", "patch_embed")):
+            return 0
+        if rest.startswith("blocks."):
+            return int(rest.split(".")[1]) + 1
+    return n_layers + 1
+
+
+def param_groups_lrd(model: nn.Module, weight_decay: float, layer_decay: float,
+                     n_layers: int) -> List[dict]:
+    """Parameter groups with layer-wise lr decay: scale ``layer_decay ** (n_layers + 1 - id)``;
+    no weight decay on biases, norms and tokens. Each group has ``lr_scale``."""
+    groups: Dict[Tuple[int, bool], dict] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        no_decay = p.ndim == 1 or name.endswith(("cls_token", "mask_token"))
+        lid = layer_id(name, n_layers)
+        key = (lid, no_decay)
+        if key not in groups:
+            groups[key] = {"params": [], "weight_decay": 0.0 if no_decay else weight_decay,
+                           "lr_scale": layer_decay ** (n_layers + 1 - lid), "names": []}
+        groups[key]["params"].append(p)
+        groups[key]["names"].append(name)
+    return list(groups.values())
+
+
+def count_trainable(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def decoder_parameters(mae: MaskSpecMAE) -> Iterator[nn.Parameter]:
+    for name, p in mae.named_parameters():
+        if not name.startswith(("encoder.", "frontend.")):
+            yield p
+
+
+# -- official checkpoints ---------------------------------------------------------------------
+_BLOCK_MAP = {  # timm Block names -> our ResidualAttentionBlock names
+    "norm1": "attn_ln", "attn.proj": "attn.out", "norm2": "mlp_ln",
+    "mlp.fc1": "mlp.0", "mlp.fc2": "mlp.2",
+}
+
+
+def is_official_state_dict(sd: Mapping[str, Tensor]) -> bool:
+    return any(k.endswith("attn.qkv.weight") for k in sd)
+
+
+def checkpoint_filter_fn(state_dict: Mapping[str, Tensor],
+                         mel_stats: Optional[Tuple[Tensor, Tensor]] = None) -> Dict[str, Tensor]:
+    """Convert an official MaskSpec (``models_mae.MaskedAutoencoderViT``) state dict to ours.
+
+    Official keys (timm ``PatchEmbed`` / ``Block``): ``patch_embed.proj``, ``cls_token``,
+    ``pos_embed`` (fixed sin-cos, checked and dropped), ``blocks.i.{norm1, attn.qkv,
+    attn.proj, norm2, mlp.fc1, mlp.fc2}``, ``norm``; decoder ``decoder_embed``,
+    ``mask_token``, ``decoder_pos_embed`` (checked and dropped), ``decoder_blocks.i.*``,
+    ``decoder_norm``, ``decoder_pred``. ``attn.qkv`` (3D, D) splits into our ``query``,
+    ``key``, ``value``. A fine-tuned ViT (``head``, ``fc_norm``, trained ``pos_embed``) is
+    refused: its position table is learned, ours is fixed.
+
+    Parameters
+    ----------
+    mel_stats : (mean, std), each (n_mels,), optional
+        The per-bin statistics the official model standardised with (AudioSet's
+        ``mean_std_128.npy``); identity when not given.
+    """
+    sd = dict(state_dict)
+    if "model" in sd and isinstance(sd["model"], Mapping):
+        sd = dict(sd["model"])
+    if any(k.startswith(("head.", "fc_norm.")) for k in sd):
+        raise ValueError("this is a fine-tuned MaskSpec ViT (head / fc_norm keys): its position "
+                         "embeddings were trained, our encoder's are fixed sin-cos; convert a "
+                         "pretrained (models_mae) checkpoint instead")
+    out: Dict[str, Tensor] = {}
+    D = sd["cls_token"].shape[-1]
+    for key in ("pos_embed", "decoder_pos_embed"):
+        if key in sd:
+            table = sd.pop(key)[0]  # (1 + L, width)
+            width = table.shape[-1]
+            h = 128 // PATCH
+            w = (table.shape[0] - 1) // h
+            ref = sincos_2d(width, h, w)
+            if (table.shape[0] - 1) != h * w or not torch.allclose(table[1:].float(), ref, atol=1e-4) \
+                    or table[0].abs().max() > 1e-6:
+                raise ValueError(f"{key} is not MAE's fixed 2-D sin-cos table of a {h} x {w} grid; "
+                                 "learned position embeddings are not supported")
+    for k, v in sd.items():
+        prefix = None
+        for official, ours in (("blocks.", "encoder.blocks."), ("decoder_blocks.", "decoder_blocks.")):
+            if k.startswith(official):
+                prefix = (official, ours)
+        if prefix is not None:
+            i, rest = k[len(prefix[0]):].split(".", 1)
+            base = f"{prefix[1]}{i}."
+            if rest.startswith("attn.qkv."):
+                kind = rest.rsplit(".", 1)[1]
+                q, kk, vv = v.chunk(3, dim=0)
+                out[base + f"attn.query.{kind}"] = q
+                out[base + f"attn.key.{kind}"] = kk
+                out[base + f"attn.value.{kind}"] = vv
+                continue
+            for a, b in _BLOCK_MAP.items():
+                if rest.startswith(a + "."):
+                    rest = b + rest[len(a):]
+                    break
+            else:
+                raise ValueError(f"unexpected key in an official MaskSpec checkpoint: {k}")
+            out[base + rest] = v
+        elif k.startswith(("patch_embed.", "cls_token", "norm.")):
+            out["encoder." + k] = v
+        elif k.startswith(("decoder_embed.", "mask_token", "decoder_norm.", "decoder_pred.")):
+            out[k] = v
+        elif k.startswith("mel.") or k in ("frame_mean", "frame_std"):
+            continue  # the front end has no weights (non-persistent buffers)
+        else:
+            raise ValueError(f"unexpected key in an official MaskSpec checkpoint: {k}")
+    n_mels = 128
+    mean, std = (torch.zeros(n_mels), torch.ones(n_mels)) if mel_stats is None else \
+        (torch.as_tensor(mel_stats[0]).float(), torch.as_tensor(mel_stats[1]).float())
+    out["frontend.mean"], out["frontend.std"] = mean, std
+    return out
+
+
+def infer_dims(sd: Mapping[str, Tensor]) -> MaskSpecDims:
+    """Sizes from one of OUR state dicts (encoder keys, optionally decoder keys)."""
+    D = sd["encoder.cls_token"].shape[-1]
+    layers = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("encoder.blocks."))
+    heads = {768: 12, 384: 6, 192: 3, 1024: 16, 1280: 16}.get(D, max(1, D // 64))
+    kw = dict(width=D, layers=layers, heads=heads,
+              mlp_ratio=sd["encoder.blocks.0.mlp.0.weight"].shape[0] / D)
+    if "decoder_embed.weight" in sd:
+        kw["decoder_width"] = sd["decoder_embed.weight"].shape[0]
+        kw["decoder_layers"] = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("decoder_blocks."))
+    return MaskSpecDims(**kw)
+
+
+def load_strict(model: nn.Module, sd: Mapping[str, Tensor], allowed_missing: Sequence[str] = ()) -> None:
+    """``load_state_dict`` that fails on any unexpected key and on any missing key other
+    than those named (prefixes ending in '.' match a whole submodule)."""
+    missing, unexpected = model.load_state_dict(dict(sd), strict=False)
+
+    def allowed(k):
+        return any(k == a or (a.endswith(".") and k.startswith(a)) for a in allowed_missing)
+
+    bad_missing = [k for k in missing if not allowed(k)]
+    if unexpected or bad_missing:
+        raise ValueError(f"state dict does not fit {type(model).__name__}: missing {bad_missing[:10]}"
+                         f"{'...' if len(bad_missing) > 10 else ''}, unexpected {list(unexpected)[:10]}")
+
+
+# -- HEAR frame encoder ----------------------------------------------------------------------
+class MaskSpecFrameEncoder(FrameEncoder):
+    """MaskSpec tokens as frames every 40 ms (HEAR needs a hop <= 50 ms; a patch column is
+    160 ms).
+
+    ``shifts=4`` (default): the encoder runs on four copies of the window's spectrogram
+    shifted by 0, 40, 80, 120 ms (batched), so every 40 ms frame k gets its OWN patch
+    column, the one spanning [40 k - 80, 40 k + 80) ms (centred on the frame to within
+    5 ms; edges padded with the log-mel of silence). Cost: 4 encoder passes.
+    ``shifts=1``: one pass; each 40 ms frame repeats the feature of the column that
+    contains it (true resolution 160 ms, honest about it: four equal rows).
+
+    A frame's feature is the mean (or the concatenation, ``freq_pool="concat"``) of the
+    8 frequency tokens of its column, taken from the chosen blocks (``layers``; "final" =
+    the last block followed by the encoder's final LayerNorm). Windows: 9.92 s (248
+    frames; the 8 x 62 grid of pretraining), each encoded independently.
+    """
+
+    sample_rate = SAMPLE_RATE
+    hop_samples = FRAME_HOP
+    first_center_samples = 0.0
+    window_samples = 248 * FRAME_HOP  # 317440 samples = 9.92 s
+    min_samples = FRAME_HOP  # 40 ms
+
+    def __init__(self, frontend: MaskSpecFrontend, encoder: MaskSpecEncoder,
+                 layers: Union[str, int, Sequence[int]] = "final", combine: str = "mean",
+                 freq_pool: str = "mean", shifts: int = 4):
+        super().__init__()
+        if shifts not in (1, 4):
+            raise ValueError(f"shifts={shifts}: expected 4 (own column per 40 ms frame) or 1 (repeat)")
+        if freq_pool not in ("mean", "concat"):
+            raise ValueError(f"freq_pool={freq_pool!r}: expected 'mean' or 'concat'")
+        self.frontend = frontend
+        self.encoder = encoder
+        self.final = layers == "final"
+        self.layers = LayerSelector("last" if self.final else layers, combine, len(encoder.blocks))
+        self.shifts = shifts
+        self.freq_pool = freq_pool
+        self.n_rows = encoder.dims.n_mels // encoder.dims.patch
+        width = self.layers.width(encoder.dims.width)
+        self.embedding_size = width * (self.n_rows if freq_pool == "concat" else 1)
+
+    def n_frames(self, n_samples: int) -> int:
+        return -(-int(n_samples) // FRAME_HOP)
+
+    def forward(self, audio: Tensor) -> Tensor:
+        """audio (B, n_samples) -> frames (B, ceil(n_samples / 1280), embedding_size)."""
+        B = audio.shape[0]
+        K = self.n_frames(audio.shape[1])
+        mel = self.frontend(audio)  # (B, n_mels, T), frame j centred at 10 j ms
+        p = PATCH
+        n_cols = -(-K // FRAME_MEL)  # columns per shifted grid
+        sil = self.frontend.silence().to(mel.dtype)[None, :, None]
+        left = p // 2 if self.shifts == 4 else 0
+        # padded frames needed: the last shift starts FRAME_MEL * (shifts - 1) frames in
+        need = FRAME_MEL * (self.shifts - 1) + p * n_cols
+        right = need - left - mel.shape[-1]
+        if right < 0:
+            mel = mel[..., : mel.shape[-1] + right]
+            right = 0
+        padded = torch.cat([sil.expand(B, -1, left), mel, sil.expand(B, -1, right)], dim=-1)
+        if self.shifts == 4:  # (4 B, n_mels, 16 n_cols): shift s covers frames s + 4 c
+            x = torch.cat([padded[..., FRAME_MEL * s: FRAME_MEL * s + p * n_cols] for s in range(4)])
+        else:
+            x = padded
+        tokens, (h, w) = self.encoder.tokens(x)
+        hidden = self.encoder.run_blocks(self.encoder.with_cls(tokens))
+        out = self.layers.reduce(hidden)
+        if self.final:
+            out = self.encoder.norm(out)
+        out = out[:, 1:].reshape(out.shape[0], h, w, -1)  # (S B, rows, cols, width)
+        if self.freq_pool == "mean":
+            out = out.mean(dim=1)  # (S B, cols, width)
+        else:
+            out = out.permute(0, 2, 1, 3).reshape(out.shape[0], w, -1)  # (S B, cols, rows * width)
+        if self.shifts == 4:
+            out = out.reshape(4, B, w, -1).permute(1, 2, 0, 3).reshape(B, 4 * w, -1)  # frame 4 c + s
+        else:
+            out = out.repeat_interleave(FRAME_MEL, dim=1)
+        return out[:, :K]
