@@ -6,6 +6,7 @@
     hear-models tag AUDIO... [--whisper PATH] [--head PATH] [--at-time-res 10] [--top-k 5]
 
     hear-models tasks make|list ...          (hear_models.evaluation.tasks)
+    hear-models train CONFIG [key=value ...] (hear_models.training.cli)
     hear-models evaluate MODEL... --tasks DIR|smoke|mini [--grid faster] ...
                                              (hear_models.evaluation.runner)
 
@@ -26,6 +27,7 @@ from . import registry
 
 DELEGATED = {
     "tasks": ("hear_models.evaluation.tasks", "the offline HEAR task suite: make, list"),
+    "train": ("hear_models.training.cli", "pretrain / fine-tune (Lightning): CONFIG key=value, export, configs"),
     "evaluate": ("hear_models.evaluation.runner",
                  "embeddings + heareval's shallow-classifier protocol -> results table"),
 }

@@ -17,8 +17,8 @@
 # (tools/tf_shim). Nothing inside site-packages is edited.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="offline,eval,fusion"
-[ "${1:-}" = "test" ] && extras="offline,eval,fusion,test"
+extras="offline,eval,fusion,train"
+[ "${1:-}" = "test" ] && extras="offline,eval,fusion,train,test"
 VENV="${VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"

@@ -388,12 +388,16 @@ class MaskSpecMAE(nn.Module):
         return self.forward_loss(mel, pred, mask, padding), pred, mask
 
     def patch_padding(self, valid_frames: Tensor, n_frames: int) -> Tensor:
-        """(N,) valid mel frames -> (N, L) bool, True = the patch lies wholly in padding."""
-        p = self.dims.patch
-        h, w = self.dims.n_mels // p, n_frames // p
-        col_start = torch.arange(w, device=valid_frames.device) * p
-        pad_col = col_start[None] >= valid_frames[:, None]  # (N, w)
-        return pad_col[:, None, :].expand(-1, h, -1).reshape(-1, h * w)
+        return patch_padding(valid_frames, n_frames, self.dims.n_mels, self.dims.patch)
+
+
+def patch_padding(valid_frames: Tensor, n_frames: int, n_mels: int = 128, patch: int = PATCH) -> Tensor:
+    """(N,) valid mel frames of each clip -> (N, L) bool, True = the patch lies wholly in
+    padding (L = (n_mels / patch) x floor(n_frames / patch), row-major)."""
+    h, w = n_mels // patch, n_frames // patch
+    col_start = torch.arange(w, device=valid_frames.device) * patch
+    pad_col = col_start[None] >= valid_frames[:, None]  # (N, w)
+    return pad_col[:, None, :].expand(-1, h, -1).reshape(-1, h * w)
 
 
 # -- fine-tuning ------------------------------------------------------------------------------

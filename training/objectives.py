@@ -1,0 +1,35 @@
+"""The objectives the engine knows: name -> (model config dataclass, LightningModule).
+
+Each objective lives in its own module of ``hear_models.training`` and is imported only
+when used. MaskSpec is here now; ATST (BYOL with an EMA teacher), the conformer
+(wav2vec 2.0 contrastive) and the Whisper-AT tagging heads plug in the same way: a
+dataclass for ``model:``, a :class:`~hear_models.training.engine.TrainModule` subclass
+with ``build_model``, ``compute_loss`` and ``export_state``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Dict, Tuple
+
+# name -> (module, model config class, TrainModule class)
+OBJECTIVES: Dict[str, Tuple[str, str, str]] = {
+    "maskspec_pretrain": ("hear_models.training.maskspec", "MaskSpecPretrainConfig", "MaskSpecPretrain"),
+    "maskspec_finetune": ("hear_models.training.maskspec", "MaskSpecFinetuneConfig", "MaskSpecFinetune"),
+}
+
+
+@dataclass
+class Objective:
+    name: str
+    model_config: type
+    module: type
+
+
+def get_objective(name: str) -> Objective:
+    if name not in OBJECTIVES:
+        raise ValueError(f"unknown objective {name!r}; known: {', '.join(sorted(OBJECTIVES))}")
+    mod, cfg, cls = OBJECTIVES[name]
+    m = importlib.import_module(mod)
+    return Objective(name, getattr(m, cfg), getattr(m, cls))
