@@ -51,27 +51,61 @@ def suite_dir(suite: str, seed: int, sample_rate: int) -> Path:
     return cache_dir() / "tasks" / name
 
 
-def ensure_suite(suite: str, seed: int, sample_rate: int, progress: bool = True) -> Path:
-    """Generate the offline suite into the cache unless a complete copy is there."""
-    out = suite_dir(suite, seed, sample_rate)
-    from .tasks import list_tasks, make_suite
+def ensure_suite(suite: str, seed: int, sample_rate: int, only: Optional[Sequence[str]] = None,
+                 progress: bool = True) -> Path:
+    """Generate the offline suite's tasks (all, or ``only``) into the cache unless there.
 
-    wanted = {t["name"] for t in list_tasks()}
-    meta = out / "suite.json"
-    if meta.exists():
-        have = {t["task"] for t in json.loads(meta.read_text()).get("tasks", [])}
-        if wanted <= have:
-            return out
-    tmp = out.with_name(out.name + f".partial-{os.getpid()}")
+    Each task folder is moved into the cache whole once generated, so a folder present
+    is complete; an interrupted generation leaves nothing half-written behind.
+    """
+    from .tasks import make_suite, task_defs
+
+    out = suite_dir(suite, seed, sample_rate)
+    defs = task_defs()
+    if only:
+        picked = [t for t in defs if t.name in only or t.folder(suite) in only]
+        unknown = [n for n in only if n not in {t.name for t in defs} | {t.folder(suite) for t in defs}]
+        if unknown:
+            raise TaskFolderError(f"suite {suite!r} has no task {unknown}; it has {[t.name for t in defs]}")
+        defs = picked
+    missing = [t for t in defs if not (out / t.folder(suite) / "task_metadata.json").is_file()]
+    if not missing:
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     if progress:
-        print(f"generating the {suite} task suite (seed {seed}, {sample_rate} Hz) into {out}",
-              file=sys.stderr)
-    make_suite(suite, tmp, seed=seed, rates=[sample_rate], progress=progress)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+        print(f"generating {len(missing)} task(s) of the {suite} suite (seed {seed}, {sample_rate} Hz) "
+              f"into {out}", file=sys.stderr, flush=True)
+    try:
+        make_suite(suite, tmp, seed=seed, rates=[sample_rate], progress=progress,
+                   tasks=[t.name for t in missing])
+        for t in missing:
+            dst = out / t.folder(suite)
+            if dst.exists():
+                shutil.rmtree(dst)
+            os.replace(tmp / t.folder(suite), dst)
+        # suite.json / MANIFEST.sha256 of the cache: the union over generations
+        info = json.loads((tmp / "suite.json").read_text())
+        meta_path = out / "suite.json"
+        if meta_path.exists():
+            old = json.loads(meta_path.read_text())
+            names = {t["task"] for t in info["tasks"]}
+            info["tasks"] = sorted([t for t in old.get("tasks", []) if t["task"] not in names] + info["tasks"],
+                                   key=lambda t: t["task"])
+        meta_path.write_text(json.dumps(info, indent=1))
+        folders = {t.folder(suite) for t in missing}
+        lines = [ln for ln in (tmp / "MANIFEST.sha256").read_text().splitlines()
+                 if ln.split("  ", 1)[-1].split("/", 1)[0] in folders]
+        man = out / "MANIFEST.sha256"
+        if man.exists():
+            lines += [ln for ln in man.read_text().splitlines()
+                      if ln.split("  ", 1)[-1].split("/", 1)[0] not in folders
+                      and ln.split("  ", 1)[-1] != "suite.json"]
+        man.write_text("".join(ln + "\n" for ln in sorted(lines, key=lambda ln: ln.split("  ", 1)[-1])))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -153,7 +187,7 @@ def evaluate(models: Sequence[str], tasks: str, only: Optional[Sequence[str]] = 
         say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if progress else (lambda *a: None)
         say(f"[{name}] {module_path} loaded in {time.time() - t0:.1f} s ({rate} Hz, device {embedder.device})")
         if tasks in SUITES and not Path(tasks).is_dir():
-            tasks_dir = ensure_suite(tasks, seed, rate, progress)
+            tasks_dir = ensure_suite(tasks, seed, rate, only, progress)
         else:
             tasks_dir = Path(tasks)
         folders = find_tasks(tasks_dir, only)

@@ -1,0 +1,416 @@
+"""hear-models evaluate: heareval-format embeddings, heareval's predictions with our
+run-time fixes, result tables, task-folder checks, resuming, suites by name.
+
+Uses two smoke tasks (a scene and an event task) and Whisper tiny.en to stay short.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("heareval")
+pytest.importorskip("pytorch_lightning")
+
+from hear_models.evaluation import embeddings as E  # noqa: E402
+from hear_models.evaluation import hear2021, predict, results, runner  # noqa: E402
+
+SCENE = "spoken_keywords-v1-smoke"
+EVENT = "office_events-v1-smoke"
+PY = sys.executable
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    from hear_models.evaluation.tasks import make_suite
+
+    out = tmp_path_factory.mktemp("tasks")
+    try:
+        make_suite("smoke", out, seed=0, rates=[16000], progress=False,
+                   tasks=["spoken_keywords", "office_events"])
+    except Exception as e:  # the Debian sources of the suite are not installed
+        pytest.skip(f"offline task suite unavailable: {e}")
+    return out
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    module = importlib.import_module("hear_models.whisper_at")
+    return E.Embedder(module, module.load_model("offline:tiny.en"), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def ours(suite, embedder, tmp_path_factory):
+    root = tmp_path_factory.mktemp("ours") / "hear_models.whisper_at"
+    for name in (SCENE, EVENT):
+        E.embed_task(embedder, E.read_task(suite / name, 16000), root / name, progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def theirs(suite, tmp_path_factory):
+    """What ``python -m heareval.embeddings.runner`` writes for the same module and tasks."""
+    work = tmp_path_factory.mktemp("heareval")
+    tasks = work / "tasks"
+    tasks.mkdir()
+    for name in (SCENE, EVENT):  # only task folders: heareval's --task all takes every entry
+        (tasks / name).symlink_to(suite / name)
+    # heareval's --model is a click.Path(exists=True); our name "offline:tiny.en" is not a
+    # path, so an empty file of that name lets it through (load_model reads the name).
+    (work / "offline:tiny.en").touch()
+    proc = subprocess.run([PY, "-m", "heareval.embeddings.runner", "hear_models.whisper_at",
+                           "--model", "offline:tiny.en", "--tasks-dir", str(tasks),
+                           "--embeddings-dir", str(work / "emb")],
+                          cwd=work, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return work / "emb" / "hear_models.whisper_at"
+
+
+# -- 1. embeddings equal heareval's -------------------------------------------------------
+@pytest.mark.parametrize("task", [SCENE, EVENT])
+def test_embeddings_equal_heareval_runner(task, ours, theirs):
+    a, b = ours / task, theirs / task
+    assert (a / E.DONE_MARKER).exists() and (b / E.DONE_MARKER).exists()
+    meta = json.loads((b / "task_metadata.json").read_text())
+    for name in ["task_metadata.json", "labelvocabulary.csv"] + [f"{s}.json" for s in meta["splits"]]:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    for split in meta["splits"]:
+        dims = json.loads((b / f"{split}.embedding-dimensions.json").read_text())
+        assert json.loads((a / f"{split}.embedding-dimensions.json").read_text()) == dims
+        # raw float32 rows, no .npy header: the file is exactly rows x dim x 4 bytes
+        assert (a / f"{split}.embeddings.npy").stat().st_size == dims[0] * dims[1] * 4
+        x = np.memmap(a / f"{split}.embeddings.npy", dtype=np.float32, mode="r", shape=tuple(dims))
+        y = np.memmap(b / f"{split}.embeddings.npy", dtype=np.float32, mode="r", shape=tuple(dims))
+        np.testing.assert_allclose(x, y, rtol=0, atol=1e-6)
+        assert (a / f"{split}.target-labels.pkl").read_bytes() == (b / f"{split}.target-labels.pkl").read_bytes()
+        if meta["embedding_type"] == "event":
+            fa = json.loads((a / f"{split}.filename-timestamps.json").read_text())
+            fb = json.loads((b / f"{split}.filename-timestamps.json").read_text())
+            # the slug is heareval's per-clip path: equal below the embeddings folder
+            rel = lambda rows, root: [(str(Path(f).relative_to(root)), t) for f, t in rows]  # noqa: E731
+            assert rel(fa, a) == rel(fb, b)
+            assert len(fa) == dims[0]
+        else:
+            assert not (a / f"{split}.filename-timestamps.json").exists()
+
+
+# -- 2. heareval's predictions, and the event-task fix -------------------------------------
+def _small_event_task(suite: Path, dst: Path) -> Path:
+    """The smoke event task cut to a few clips per split, so training is quick."""
+    shutil.copytree(suite / EVENT, dst)
+    for split, keep in (("train", 8), ("valid", 3), ("test", 3)):
+        data = json.loads((dst / f"{split}.json").read_text())
+        (dst / f"{split}.json").write_text(json.dumps(dict(list(data.items())[:keep])))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def event_embeddings(suite, embedder, tmp_path_factory):
+    work = tmp_path_factory.mktemp("event")
+    task = _small_event_task(suite, work / "tasks" / EVENT)
+    out = work / "emb" / EVENT
+    E.embed_task(embedder, E.read_task(task, 16000), out, progress=False)
+    return out
+
+
+def test_event_task_evaluates_end_to_end_with_the_fix(event_embeddings, tmp_path):
+    emb = tmp_path / EVENT
+    shutil.copytree(event_embeddings, emb)
+    [o] = predict.run_predictions([emb], grid="faster", grid_points=1, log_path=tmp_path / "log",
+                                  progress=False)
+    assert o.ok, o.error
+    scores = json.loads((emb / predict.SCORES_FILE).read_text())
+    for metric in ("event_onset_200ms_fms", "segment_1s_er"):
+        assert np.isfinite(scores["test"][f"test_{metric}"])
+    rows = results.task_rows("m", emb)
+    assert [r["metric"] for r in rows] == ["event_onset_200ms_fms", "segment_1s_er"]
+    assert all(r["status"] == "ok" for r in rows) and rows[1]["lower_is_better"]
+    # the log shows the fixes were applied in the child process
+    assert "'fit_loop_current_epoch': True" in (tmp_path / "log").read_text()
+    # rerun with the same settings: skipped; with another grid: recomputed
+    [again] = predict.run_predictions([emb], grid="faster", grid_points=1, progress=False)
+    assert again.ok and again.skipped
+    assert not predict.is_current(emb, "faster", 2)
+
+
+def test_event_task_fails_without_the_fix(event_embeddings, tmp_path):
+    """heareval as published on PL >= 1.8: KeyError at test time (hear-eval-kit #432)."""
+    emb = tmp_path / EVENT
+    shutil.copytree(event_embeddings, emb)
+    env = dict(os.environ, HEAR_MODELS_NO_EPOCH_FIX="1")
+    [o] = predict.run_predictions([emb], grid="faster", grid_points=1, progress=False, env=env)
+    assert not o.ok
+    assert "KeyError" in o.error and "epoch_best_postprocessing" in o.error
+    assert not (emb / predict.SCORES_FILE).exists()
+
+
+def test_fit_loop_fix_sets_the_epoch_lightning_reads():
+    from pytorch_lightning.loops.fit_loop import FitLoop
+
+    from hear_models.evaluation._heareval_predict import fix_fit_loop_current_epoch
+
+    fix_fit_loop_current_epoch()
+    loop = FitLoop(max_epochs=10)
+    loop.current_epoch = 7
+    assert loop.epoch_progress.current.completed == 7 and loop.current_epoch == 7
+    assert fix_fit_loop_current_epoch() is False  # idempotent
+
+
+def test_weights_only_relaxed_in_the_child_only():
+    env = predict.child_env({"PATH": "/bin"})
+    assert env["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] == "1"
+    assert "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD" not in os.environ
+    cmd = predict.command([Path("x")], "faster", 1)
+    assert cmd[1:3] == ["-m", "hear_models.evaluation._heareval_predict"]
+    assert cmd[-6:] == ["--grid", "faster", "--grid-points", "1", "--deterministic", "True"]
+    with pytest.raises(ValueError):
+        predict.command([Path("x")], "fastest", 1)
+
+
+# -- 3. bad task folders are refused, naming the file -----------------------------------
+def _break(kind: str, t: Path) -> str:
+    """Damage a copy of a scene task; returns the path the error must name."""
+    if kind == "missing split file":
+        (t / "valid.json").unlink()
+        return str(t / "valid.json")
+    if kind == "missing rate folder":
+        (t / "16000").rename(t / "22050")
+        return str(t / "16000")
+    if kind == "audio at the wrong rate":
+        import soundfile as sf
+
+        clip = sorted((t / "16000" / "test").iterdir())[0]
+        sf.write(str(clip), np.zeros(22050, dtype=np.float32), 22050)
+        return str(clip)
+    if kind == "label outside the vocabulary":
+        data = json.loads((t / "train.json").read_text())
+        data[next(iter(data))] = ["not_a_label"]
+        (t / "train.json").write_text(json.dumps(data))
+        return str(t / "train.json")
+    if kind == "two labels in a multiclass task":
+        data = json.loads((t / "test.json").read_text())
+        data[next(iter(data))] = ["down", "go"]
+        (t / "test.json").write_text(json.dumps(data))
+        return str(t / "test.json")
+    if kind == "missing audio file":
+        clip = sorted((t / "16000" / "valid").iterdir())[0]
+        clip.unlink()
+        return str(clip)
+    if kind == "metadata without a field heareval reads":
+        meta = json.loads((t / "task_metadata.json").read_text())
+        del meta["split_mode"]
+        (t / "task_metadata.json").write_text(json.dumps(meta))
+        return str(t / "task_metadata.json")
+    if kind == "unknown metric":
+        meta = json.loads((t / "task_metadata.json").read_text())
+        meta["evaluation"] = ["top5_acc"]
+        (t / "task_metadata.json").write_text(json.dumps(meta))
+        return str(t / "task_metadata.json")
+    if kind == "vocabulary with a gap":
+        (t / "labelvocabulary.csv").write_text("idx,label\n0,down\n2,go\n")
+        return str(t / "labelvocabulary.csv")
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", [
+    "missing split file", "missing rate folder", "audio at the wrong rate",
+    "label outside the vocabulary", "two labels in a multiclass task", "missing audio file",
+    "metadata without a field heareval reads", "unknown metric", "vocabulary with a gap"])
+def test_bad_task_folder_error_names_the_file(kind, suite, tmp_path):
+    t = tmp_path / SCENE
+    shutil.copytree(suite / SCENE, t)
+    E.read_task(t, 16000)  # intact: fine
+    named = _break(kind, t)
+    with pytest.raises(E.TaskFolderError) as err:
+        E.read_task(t, 16000)
+    assert named in str(err.value)
+
+
+def test_cli_reports_a_bad_task_folder(suite, tmp_path, capsys):
+    tasks = tmp_path / "tasks"
+    shutil.copytree(suite / SCENE, tasks / SCENE)
+    (tasks / SCENE / "test.json").unlink()
+    rc = runner.main(["whisper_tiny_en", "--tasks", str(tasks), "--out", str(tmp_path / "out"),
+                      "--embeddings-only", "--quiet"])
+    assert rc == 2
+    assert str(tasks / SCENE / "test.json") in capsys.readouterr().err
+    assert not (tmp_path / "out" / "embeddings").exists()  # refused before any compute
+
+
+def test_rate_folder_choice(suite, tmp_path):
+    t = tmp_path / SCENE
+    shutil.copytree(suite / SCENE, t)
+    shutil.copytree(t / "16000", t / "48000")  # a second rate folder, as HEAR's release has
+    task = E.read_task(t, 16000, check_audio=True)
+    assert task.sample_rates() == [16000, 48000]
+    with pytest.raises(E.TaskFolderError, match=r"offers \[16000, 48000\]"):
+        E.read_task(t, 22050)
+    with pytest.raises(E.TaskFolderError, match="Hz in the 48000 Hz folder"):
+        E.read_task(t, 48000)  # the copied files are 16 kHz
+
+
+# -- 4. resuming, suites by name, the CLI end to end ------------------------------------
+def test_resume_skips_finished_tasks_and_redoes_unfinished(suite, tmp_path, capsys):
+    tasks = tmp_path / "tasks"
+    shutil.copytree(suite / SCENE, tasks / SCENE)
+    out = tmp_path / "out"
+    kw = dict(models=["whisper_tiny_en"], tasks=str(tasks), out=out, predict=False)
+    runner.evaluate(**kw)
+    emb = out / "embeddings" / "whisper_tiny_en" / SCENE
+    stamp = (emb / "test.embeddings.npy").stat().st_mtime_ns
+    capsys.readouterr()
+    runner.evaluate(**kw)
+    assert "done before, skipped" in capsys.readouterr().err
+    assert (emb / "test.embeddings.npy").stat().st_mtime_ns == stamp
+    # an interrupted task (no done marker, a stray partial file) is recomputed from scratch
+    (emb / E.DONE_MARKER).unlink()
+    (emb / ".test.rows.tmp").write_bytes(b"junk")
+    runner.evaluate(**kw)
+    assert (emb / E.DONE_MARKER).exists() and not (emb / ".test.rows.tmp").exists()
+    assert (emb / "test.embeddings.npy").stat().st_mtime_ns != stamp
+
+
+def test_suite_by_name_generates_once_then_evaluates(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("hear_models.evaluation.tasks")
+    monkeypatch.setenv("HEAR_MODELS_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    args = ["whisper_tiny_en", "--tasks", "smoke", "--task", "spoken_keywords", "--grid", "faster",
+            "--grid-points", "1", "--out", str(out), "--quiet"]
+    try:
+        rc = runner.main(args)
+    except Exception as e:  # Debian sources missing
+        pytest.skip(f"offline task suite unavailable: {e}")
+    assert rc == 0
+    printed = capsys.readouterr().out
+    cached = tmp_path / "cache" / "tasks" / "smoke-seed0" / SCENE
+    assert (cached / "task_metadata.json").exists()
+    assert f"| whisper_tiny_en | {SCENE} | speech_commands (analogue) | top1_acc * |" in printed
+    data = json.loads((out / "results.json").read_text())
+    [row] = data["rows"]
+    assert row["status"] == "ok" and 0.0 <= row["score"] <= 1.0
+    assert row["GURA Fuse Cat H+w+C"] is None  # no leaderboard beside an offline analogue
+    assert (out / "results.md").read_text().startswith("| model |")
+    assert "top1_acc" in (out / "results.csv").read_text()
+    # second run: nothing generated, embeddings and predictions reused, same score
+    import hear_models.evaluation.tasks as tasks_mod
+
+    monkeypatch.setattr(tasks_mod, "make_suite", lambda *a, **k: pytest.fail("regenerated"))
+    assert runner.main(args) == 0
+    assert json.loads((out / "results.json").read_text())["rows"][0]["score"] == row["score"]
+
+
+# -- 5. results tables: every split mode, metric, the leaderboard only for real tasks ----
+def _fake_emb(dir_: Path, meta: dict, scores: dict, labels: dict, vocab) -> Path:
+    dir_.mkdir(parents=True)
+    (dir_ / "task_metadata.json").write_text(json.dumps(meta))
+    (dir_ / "labelvocabulary.csv").write_text("idx,label\n" + "".join(f"{i},{v}\n" for i, v in enumerate(vocab)))
+    (dir_ / predict.SCORES_FILE).write_text(json.dumps(scores))
+    for split, labs in labels.items():
+        with open(dir_ / f"{split}.target-labels.pkl", "wb") as f:
+            pickle.dump(labs, f)
+    return dir_
+
+
+def test_results_for_real_hear_folders(tmp_path):
+    esc = dict(hear2021.TASKS["esc50-v2.0.0-full"], splits=[f"fold{i:02d}" for i in range(5)])
+    folds = {f"fold{i:02d}": {"test_top1_acc": 0.5 + i / 100, "test_mAP": 0.6, "test_d_prime": float("inf"),
+                              "test_aucroc": 0.9} for i in range(5)}
+    agg = {"test_top1_acc_mean": 0.52, "test_top1_acc_std": 0.016, "test_mAP_mean": 0.6, "test_mAP_std": 0.0,
+           "test_d_prime_mean": float("nan"), "test_d_prime_std": float("nan"),
+           "test_aucroc_mean": 0.9, "test_aucroc_std": 0.0}
+    labels = {f"fold{i:02d}": [["dog"], ["dog"], ["cat"], ["rain"]] for i in range(5)}
+    e = _fake_emb(tmp_path / "esc50-v2.0.0-full", esc, {**folds, "aggregated_scores": agg}, labels,
+                  ["cat", "dog", "rain"])
+    rows = results.task_rows("m", e)
+    top1, m_ap, dprime, auc = rows
+    assert (top1["score"], top1["std"], top1["folds"], top1["primary"]) == (0.52, 0.016, 5, True)
+    assert top1["chance"] == 0.5 and auc["chance"] == 0.5  # majority class "dog": 2 of 4
+    assert abs(m_ap["chance"] - 1 / 3) < 1e-9
+    assert top1["GURA Fuse Cat H+w+C"] == 0.734 and top1["PaSST base"] == 0.947
+    assert m_ap["GURA Fuse Cat H+w+C"] is None  # published figures are primary-metric only
+    assert dprime["status"] == "not finite"
+
+    dcase = dict(hear2021.TASKS["dcase2016_task2-hear2021-full"], splits=["train", "valid", "test"])
+    d = _fake_emb(tmp_path / "dcase2016_task2-hear2021-full", dcase,
+                  {"test": {"test_event_onset_200ms_fms": 0.41, "test_segment_1s_er": 0.7}}, {}, ["a"])
+    onset, er = results.task_rows("m", d)
+    assert onset["score"] == 0.41 and onset["GURA Fuse Cat H+w+C"] == 0.826 and onset["chance"] is None
+    assert er["lower_is_better"] and er["score"] == 0.7
+
+    # the same task_name from the offline generator: no published numbers
+    fake = dict(esc, hear_analogue="esc50", generator={"suite": "smoke"})
+    o = _fake_emb(tmp_path / "esc50-offline", fake, {**folds, "aggregated_scores": agg}, labels,
+                  ["cat", "dog", "rain"])
+    assert results.task_rows("m", o)[0]["GURA Fuse Cat H+w+C"] is None
+
+    rows_all = rows + [onset, er]
+    table = results.markdown(rows_all)
+    assert "| m | esc50-v2.0.0-full | esc50 | top1_acc * | 0.520 | 0.016 (5) | 0.500 | 0.734 | 0.947 |" in table
+    assert "segment_1s_er (↓)" in table and "| nan |" in table.replace("NOT FINITE", "nan")
+    paths = results.write_results(rows_all, tmp_path / "out")
+    json.loads(paths["json"].read_text())  # strict JSON despite nan / inf
+    assert paths["csv"].read_text().count("\n") == len(rows_all) + 1
+
+
+def test_missing_scores_are_reported_not_hidden(tmp_path):
+    meta = dict(hear2021.TASKS["speech_commands-v0.0.2-5h"], splits=["train", "valid", "test"])
+    d = _fake_emb(tmp_path / "sc", meta, {}, {}, ["yes"])
+    (d / predict.SCORES_FILE).unlink()
+    [row] = results.task_rows("m", d)
+    assert row["status"] == "missing" and row["score"] is None
+    assert "MISSING" in results.markdown([row])
+
+
+# -- 6. the offline suite mirrors the real HEAR 2021 metadata ---------------------------
+def test_metrics_and_split_modes_are_heareval_s():
+    from heareval.score import available_scores
+
+    assert set(hear2021.METRICS) == set(available_scores)
+    for t in hear2021.TASKS.values():
+        assert set(t["evaluation"]) <= set(hear2021.METRICS)
+        assert t["split_mode"] in hear2021.SPLIT_MODES
+    assert {t["split_mode"] for t in hear2021.TASKS.values()} == set(hear2021.SPLIT_MODES)
+
+
+def test_offline_suite_metadata_mirrors_its_hear_analogue(suite):
+    tasks_mod = pytest.importorskip("hear_models.evaluation.tasks")
+    compared = set()
+    for t in tasks_mod.task_defs():
+        ref = hear2021.reference(t.hear_task)
+        assert ref is not None, f"{t.name}: analogue {t.hear_task!r} is not a HEAR 2021 task"
+        for key in ("embedding_type", "prediction_type", "split_mode", "evaluation"):
+            assert getattr(t, key) == ref[key] or list(getattr(t, key)) == ref[key], (t.name, key)
+        assert t.nfolds == ref.get("nfolds"), (t.name, "nfolds")
+        assert (t.evaluation_params or None) == ref.get("evaluation_params"), (t.name, "evaluation_params")
+        compared.add(ref["split_mode"])
+    assert compared == set(hear2021.SPLIT_MODES)
+    # written metadata: every field heareval reads, with values it accepts
+    for folder in (SCENE, EVENT):
+        meta_path = suite / folder / "task_metadata.json"
+        meta = json.loads(meta_path.read_text())
+        assert set(hear2021.HEAREVAL_REQUIRED_FIELDS) <= set(meta)
+        E.check_metadata(meta, meta_path)
+        ref = hear2021.reference(meta["hear_analogue"])
+        for key in ("embedding_type", "prediction_type", "split_mode", "evaluation"):
+            assert meta[key] == ref[key]
+        assert meta.get("use_scoring_for_early_stopping") == ref.get("use_scoring_for_early_stopping")
+
+
+def test_heareval_batch_size_and_folder_names():
+    assert E.heareval_batch_size({"sample_duration": 1.0}, 16000) == 84
+    assert E.heareval_batch_size({"sample_duration": 120.0}, 48000) == 1
+    assert E.heareval_batch_size({"sample_duration": None}, 16000) == 1
+    assert E.options_suffix({}) == ""
+    assert E.options_suffix({"layers": "last", "combine": "mean"}) == "-layers=last-combine=mean"
+    assert runner.resolve_model("whisper_tiny_en", None, {})[3] == "whisper_tiny_en"
+    assert runner.resolve_model("hear_models.whisper_at", "x/y.pt", {"layers": 3})[3] == \
+        "hear_models.whisper_at-layers=3-weights=y-pt"
