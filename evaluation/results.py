@@ -47,41 +47,46 @@ def _test_splits(metadata: Dict[str, Any]) -> List[str]:
 
 
 def chance_levels(emb_task_dir: Path, metadata: Dict[str, Any]) -> Dict[str, Optional[float]]:
-    """Score of a constant guess on the test labels, per metric (None: not defined here)."""
+    """Score of a constant guess on the test labels, per metric (None: not defined here).
+
+    k-fold tasks: the mean over test folds, as heareval averages its scores.
+    """
     out: Dict[str, Optional[float]] = {m: None for m in metadata["evaluation"]}
     if metadata["embedding_type"] != "scene":
         return out
-    labels: List[list] = []
+    vocab = _vocab(Path(emb_task_dir) / "labelvocabulary.csv")
+    per_split: List[Dict[str, float]] = []
     for split in _test_splits(metadata):
         p = Path(emb_task_dir) / f"{split}.target-labels.pkl"
         if not p.exists():
             return out
         with open(p, "rb") as f:
-            labels += pickle.load(f)
-    if not labels:
-        return out
-    vocab = _vocab(Path(emb_task_dir) / "labelvocabulary.csv")
+            labels = pickle.load(f)
+        if labels:
+            per_split.append(_constant_guess(labels, vocab))
+    for m in out:
+        values = [c[m] for c in per_split if c.get(m) is not None]
+        out[m] = sum(values) / len(values) if values else None
+    return out
+
+
+def _constant_guess(labels: List[list], vocab: Dict[str, int]) -> Dict[str, float]:
     counts: Dict[str, int] = {}
     for ls in labels:
         for lab in ls:
             counts[str(lab)] = counts.get(str(lab), 0) + 1
     n = len(labels)
-    majority = max(counts.values()) / n if counts else 0.0
     chroma: Dict[int, int] = {}
     for lab, c in counts.items():
         if lab in vocab:
             chroma[vocab[lab] % 12] = chroma.get(vocab[lab] % 12, 0) + c
-    for m in out:
-        if m in ("top1_acc", "pitch_acc"):
-            out[m] = majority
-        elif m == "chroma_acc":
-            out[m] = max(chroma.values()) / n if chroma else None
-        elif m == "mAP":
-            out[m] = sum(c / n for c in counts.values()) / len(vocab) if vocab else None
-        elif m == "aucroc":
-            out[m] = 0.5
-        elif m == "d_prime":
-            out[m] = 0.0
+    out = {"aucroc": 0.5, "d_prime": 0.0}
+    if counts:
+        out["top1_acc"] = out["pitch_acc"] = max(counts.values()) / n
+    if chroma:
+        out["chroma_acc"] = max(chroma.values()) / n
+    if vocab:
+        out["mAP"] = sum(c / n for c in counts.values()) / len(vocab)
     return out
 
 
