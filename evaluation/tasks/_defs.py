@@ -215,6 +215,8 @@ def gen_music_speech(ctx: Ctx) -> Iterator[Clip]:
 
 
 # =========================================================== 6. genre
+SHARED_KEYS = [0, 4, 11, 16, 24, 25, 27, 29, 30, 48, 52, 80, 81, 88, 89]
+SHARED_BASS = [32, 33, 34, 38, 39]
 def gen_genre(ctx: Ctx) -> Iterator[Clip]:
     rng, dur = ctx.rng, 4.0
     n = _n(dur)
@@ -223,7 +225,14 @@ def gen_genre(ctx: Ctx) -> Iterator[Clip]:
     for f in range(10):
         for j in range(per):
             g = GENRES[(f * per + j) % len(GENRES)]
-            segs.append(compose(g, rng, dur))
+            ev = compose(g, rng, dur)
+            if rng.random() < 0.5:
+                # half the pieces take their instruments from one pool shared by all
+                # genres, so that rhythm, harmony and tempo must carry the label
+                ev = [(t, S.program(m[0] & 0x0F, int(rng.choice(
+                        SHARED_BASS if (m[0] & 0x0F) == 1 else SHARED_KEYS))))
+                      if (m[0] & 0xF0) == 0xC0 else (t, m) for t, m in ev]
+            segs.append(ev)
             meta.append((f, j, g))
     for (f, j, g), x in zip(meta, S.iter_segments(segs, dur, SR)):
         x = augment(x, SR, rng, speed_range=0.0)[:n]

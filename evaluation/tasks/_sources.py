@@ -109,6 +109,23 @@ def tool_versions() -> Dict[str, str]:
 
 
 # ----------------------------------------------------------------- audio io
+class _quiet_stderr:
+    def __enter__(self):
+        try:
+            sys.stderr.flush()
+            self.saved = os.dup(2)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+        except OSError:
+            self.saved = None
+
+    def __exit__(self, *exc):
+        if self.saved is not None:
+            os.dup2(self.saved, 2)
+            os.close(self.saved)
+
+
 def read_audio(path: Path, sr: int) -> np.ndarray:
     """Mono float64 audio resampled to ``sr`` (deterministic polyphase)."""
     import soundfile as sf
@@ -116,7 +133,12 @@ def read_audio(path: Path, sr: int) -> np.ndarray:
 
     from scipy.signal import resample_poly
 
-    x, in_sr = sf.read(str(path), dtype="float64", always_2d=True)
+    if str(path).endswith(".mp3"):
+        # libmpg123 prints a harmless ID3 warning straight to fd 2 for these files
+        with _quiet_stderr():
+            x, in_sr = sf.read(str(path), dtype="float64", always_2d=True)
+    else:
+        x, in_sr = sf.read(str(path), dtype="float64", always_2d=True)
     x = x.mean(axis=1)
     if in_sr != sr:
         g = gcd(int(in_sr), int(sr))
