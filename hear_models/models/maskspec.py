@@ -414,6 +414,9 @@ class MaskSpecClassifier(nn.Module):
         self.head = nn.Linear(dims.width, n_classes)
         init_vit_weights(self)
         nn.init.normal_(self.head.weight, std=2e-5)  # MAE's fine-tuning head init
+        # the pooled head replaces the encoder's final norm (MAE's global_pool deletes it);
+        # kept, frozen, so that pretrained encoder weights load unchanged
+        self.encoder.norm.requires_grad_(False)
 
     def forward(self, mel: Tensor, padding: Optional[Tensor] = None) -> Tensor:
         """mel (N, n_mels, T) -> logits (N, n_classes)."""
