@@ -184,6 +184,9 @@ def _delegate(module: str, argv: List[str]) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DELEGATED:  # straight through: argparse's REMAINDER drops a leading --help
+        return _delegate(DELEGATED[argv[0]][0], argv[1:])
     args = build_parser().parse_args(argv)
     return args.func(args)
 
