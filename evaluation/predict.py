@@ -135,6 +135,14 @@ def run_predictions(task_dirs: Sequence[Path], grid: str = "default", grid_point
                 log.close()
         if current is not None and (rc == 0 or (current / DONE_FILE).exists()):
             _finish(current, outcomes, t_task, grid, grid_points, deterministic, progress)
+        if rc != 0 and current is None:  # died before its first task: all would fail alike
+            msg = "".join(tail[-25:])
+            for t in pending:
+                outcomes[t] = PredictionOutcome(t, False, 0.0, error=msg)
+            if progress:
+                print(f"  heareval predictions could not start (exit {rc}); log: {log_path}\n{msg}",
+                      file=sys.stderr)
+            break
         if rc != 0:
             failed = next((t for t in pending if t not in outcomes), None)
             if failed is None:

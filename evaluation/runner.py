@@ -39,6 +39,10 @@ from .results import markdown, task_rows, write_results
 SUITES = ("smoke", "mini")
 
 
+class SuiteUnavailable(RuntimeError):
+    """The offline suite cannot be generated here (its Debian / PyPI sources are missing)."""
+
+
 # -- task folders ----------------------------------------------------------------------
 def cache_dir() -> Path:
     root = os.environ.get("HEAR_MODELS_CACHE")
@@ -79,8 +83,13 @@ def ensure_suite(suite: str, seed: int, sample_rate: int, only: Optional[Sequenc
         print(f"generating {len(missing)} task(s) of the {suite} suite (seed {seed}, {sample_rate} Hz) "
               f"into {out}", file=sys.stderr, flush=True)
     try:
-        make_suite(suite, tmp, seed=seed, rates=[sample_rate], progress=progress,
-                   tasks=[t.name for t in missing])
+        try:
+            make_suite(suite, tmp, seed=seed, rates=[sample_rate], progress=progress,
+                       tasks=[t.name for t in missing])
+        except Exception as e:
+            if type(e).__name__ == "MissingSource":  # hear_models.evaluation.tasks._sources
+                raise SuiteUnavailable(f"cannot generate the {suite} suite: {e}") from None
+            raise
         for t in missing:
             dst = out / t.folder(suite)
             if dst.exists():
@@ -148,8 +157,8 @@ def resolve_model(name: str, weights: Optional[str], user_options: dict) -> Tupl
 
     module_path, default_weights, options = registry.hear_module(name)
     folder = name + options_suffix(user_options)
-    if weights is not None and name not in registry.list_models():
-        folder += options_suffix({"weights": Path(weights).name})
+    if weights is not None:  # heareval's name ignores the weights: two checkpoints would collide
+        folder += options_suffix({"weights": Path(weights).name or str(weights)})
     return module_path, default_weights if weights is None else weights, {**options, **user_options}, folder
 
 
@@ -215,7 +224,7 @@ def evaluate(models: Sequence[str], tasks: str, only: Optional[Sequence[str]] = 
                 seconds.setdefault(o.task_dir.name, {})["predict"] = o.seconds
                 failures += not o.ok
         for emb_dir in emb_dirs:
-            rows += task_rows(name + options_suffix(user_options), emb_dir, seconds.get(emb_dir.name))
+            rows += task_rows(folder, emb_dir, seconds.get(emb_dir.name))
     settings = {"models": list(models), "tasks": str(tasks), "only": list(only or []),
                 "model_options": user_options, "weights": weights, "grid": grid,
                 "grid_points": grid_points, "seed": seed, "wall_s": round(time.time() - t_all, 1)}
@@ -264,6 +273,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                   predict=not a.embeddings_only, progress=not a.quiet)
     except TaskFolderError as e:
         print(f"error: bad task folder: {e}", file=sys.stderr)
+        return 2
+    except SuiteUnavailable as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     print(markdown(rows))
     out = Path(a.out)

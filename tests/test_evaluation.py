@@ -414,3 +414,13 @@ def test_heareval_batch_size_and_folder_names():
     assert runner.resolve_model("whisper_tiny_en", None, {})[3] == "whisper_tiny_en"
     assert runner.resolve_model("hear_models.whisper_at", "x/y.pt", {"layers": 3})[3] == \
         "hear_models.whisper_at-layers=3-weights=y-pt"
+    assert runner.resolve_model("whisper_tiny_en", "offline:base", {})[3] == "whisper_tiny_en-weights=offline-base"
+
+
+def test_predictions_that_cannot_start_fail_every_task_once(tmp_path):
+    missing = [tmp_path / "no_such_task_a", tmp_path / "no_such_task_b"]
+    outcomes = predict.run_predictions(missing, grid="faster", grid_points=1, progress=False,
+                                       log_path=tmp_path / "log")
+    assert [o.ok for o in outcomes] == [False, False]
+    assert "should be a directory" in outcomes[0].error
+    assert (tmp_path / "log").read_text().count("$ ") == 1  # one child, not one per task
