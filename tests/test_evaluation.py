@@ -391,6 +391,7 @@ def test_offline_suite_metadata_mirrors_its_hear_analogue(suite):
             assert getattr(t, key) == ref[key] or list(getattr(t, key)) == ref[key], (t.name, key)
         assert t.nfolds == ref.get("nfolds"), (t.name, "nfolds")
         assert (t.evaluation_params or None) == ref.get("evaluation_params"), (t.name, "evaluation_params")
+        assert t.extra.get("use_scoring_for_early_stopping") == ref.get("use_scoring_for_early_stopping"), t.name
         compared.add(ref["split_mode"])
     assert compared == set(hear2021.SPLIT_MODES)
     # written metadata: every field heareval reads, with values it accepts
