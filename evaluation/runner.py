@@ -6,9 +6,9 @@
 
 MODEL is a registry name (``hear-models list``) or any importable HEAR module.
 ``--tasks`` is a folder of HEAR task folders (hear-preprocess layout, e.g. the
-hear-2021.0.6 release from Zenodo, unpacked) or the name of an offline suite, which is
-generated once into ``$HEAR_MODELS_CACHE/tasks/<suite>-seed<N>`` (default
-``~/.cache/hear_models``).
+hear-2021.0.6 release from Zenodo, unpacked) or the name of an offline suite (``smoke``,
+``mini``; a folder of that name is passed as ``./smoke``), which is generated once into
+``$HEAR_MODELS_CACHE/tasks/<suite>-seed<N>`` (default ``~/.cache/hear_models``).
 
 For each model: every task folder is checked (errors name the file) before anything is
 computed; embeddings are written by our extractor in heareval's on-disk format under
@@ -195,7 +195,7 @@ def evaluate(models: Sequence[str], tasks: str, only: Optional[Sequence[str]] = 
         rate = embedder.sample_rate
         say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if progress else (lambda *a: None)
         say(f"[{name}] {module_path} loaded in {time.time() - t0:.1f} s ({rate} Hz, device {embedder.device})")
-        if tasks in SUITES and not Path(tasks).is_dir():
+        if tasks in SUITES:  # a suite name wins; a folder of that name: --tasks ./smoke
             tasks_dir = ensure_suite(tasks, seed, rate, only, progress)
         else:
             tasks_dir = Path(tasks)
@@ -236,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hear-models evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("models", nargs="+", metavar="MODEL", help="registry name or HEAR module")
-    p.add_argument("--tasks", required=True, help="folder of HEAR task folders, or smoke | mini")
+    p.add_argument("--tasks", required=True, help="folder of HEAR task folders, or smoke | mini "
+                   "(the offline suite, generated into the cache; a folder named so: ./smoke)")
     p.add_argument("--task", action="append", default=None, metavar="NAME",
                    help="only this task (folder name or task_name; repeatable)")
     p.add_argument("--model-options", default="{}", help="JSON object of load_model keyword options")
