@@ -1,4 +1,11 @@
-"""hear_models.training: pretraining and fine-tuning (MaskSpec, ATST, conformer, Whisper-AT heads).
+"""hear_models.training: one Lightning 2.x engine for pretraining and fine-tuning.
 
-Not built yet: see the project's issues. Installed under ``hear_models.training``.
+    hear-models train CONFIG [key=value ...] [--resume]
+    hear-models train export CKPT OUT.pt
+
+Modules: ``config`` (dataclasses, YAML, overrides), ``data`` (folders, manifests, HEAR task
+splits, crops, padding masks, mixup, resumable batches), ``engine`` (the LightningModule
+base, checkpoints, logs, NaN guard, ``fit``, ``export``), ``objectives`` (the registry of
+objectives), ``maskspec`` (MaskSpec pretraining and fine-tuning). Nothing is imported at
+package import; Lightning loads when training starts. See docs/training.md.
 """
