@@ -183,7 +183,8 @@ def embed_frames(model: Crepe, frames: Tensor, max_frames: int = 64, out: Option
     model : Crepe
     frames : Tensor, shape = (batch, n_frames, 1024), raw (not normalised); a view is fine
     max_frames : int
-        Frames per forward pass. Full CREPE needs about 2.5 MB of activations per frame.
+        Frames per forward pass. Full CREPE adds about 1.5 MB of peak memory per frame
+        (measured: +99 MB for 64 frames on CPU).
 
     Returns
     -------
