@@ -227,11 +227,27 @@ def test_item_disjoint_event_and_mixture_tasks(smoke):
                     assert owner.setdefault(item, split) == split, (name, item)
 
 
-def test_keyword_speakers_disjoint(smoke):
-    d = next(p for p in _task_dirs(smoke) if p.name.startswith("spoken_keywords-"))
+def _voice(ident: str) -> str:
+    """Voice of a TTS speaker ident: flite voice, or the espeak variant after '+'."""
+    if ident.startswith("flite-"):
+        return "flite:" + ident.split("-")[1]
+    assert ident.startswith("espeak-") and "+" in ident, ident
+    return "espeak:" + ident.split("+", 1)[1].rsplit("-p", 1)[0]
+
+
+@pytest.mark.parametrize("task", ["spoken_keywords", "speech_emotion", "talker_count",
+                                  "music_speech"])
+def test_tts_voices_disjoint_between_splits(smoke, task):
+    d = next(p for p in _task_dirs(smoke) if p.name.startswith(task + "-"))
     g = json.loads((d / "groups.json").read_text())["splits"]
-    train, test = set(g["train"].values()), set(g["test"].values())
-    assert train and test and not train & test
+    owner = {}
+    for split, m in g.items():
+        for grp in m.values():
+            for ident in grp.split("&"):
+                if not ident.startswith(("espeak-", "flite-")):
+                    continue   # music pieces, empty mixtures
+                assert owner.setdefault(_voice(ident), split) == split, (task, ident)
+    assert len(set(owner.values())) == len(g)
 
 
 def test_deterministic_and_rate_independent(smoke, tmp_path):

@@ -65,11 +65,13 @@ KEYWORDS = ["down", "go", "left", "no", "off", "on", "right", "stop", "up", "yes
 
 def gen_keywords(ctx: Ctx) -> Iterator[Clip]:
     rng, n = ctx.rng, _n(1.0)
-    speakers = S.speaker_pool(rng, ctx.size["speakers"])
-    parts = _tvt_split(list(range(len(speakers))), rng)
-    for split in TVT:
-        for si in sorted(parts[split]):
-            spk = speakers[si]
+    n_spk = ctx.size["speakers"]
+    n_test = n_valid = max(1, int(round(0.2 * n_spk)))
+    pools = S.speaker_pools(rng, [n_spk - n_valid - n_test, n_valid, n_test])
+    si = -1
+    for split, pool in zip(TVT, pools):
+        for spk in pool:
+            si += 1
             for w in KEYWORDS:
                 x = trim(ctx.synth.say(spk, w), -35)
                 if len(x) > _n(0.95):
@@ -120,7 +122,7 @@ LONG_SENTENCES = [
 def gen_count(ctx: Ctx) -> Iterator[Clip]:
     rng, n = ctx.rng, _n(3.0)
     kmax, k = ctx.size["max_count"], ctx.size["speakers_per_fold"]
-    speakers = S.speaker_pool(rng, 5 * k)
+    speakers = [s for pool in S.speaker_pools(rng, [k] * 5) for s in pool]
     utts: Dict[int, List[np.ndarray]] = {}
     for si, spk in enumerate(speakers):
         sents = [LONG_SENTENCES[i] for i in rng.permutation(len(LONG_SENTENCES))[:3]]
@@ -159,7 +161,7 @@ STYLES = {
 def gen_emotion(ctx: Ctx) -> Iterator[Clip]:
     rng, n = ctx.rng, _n(3.0)
     k = ctx.size["speakers_per_fold"]
-    speakers = S.speaker_pool(rng, 5 * k, engines=("espeak",))
+    speakers = [s for pool in S.speaker_pools(rng, [k] * 5, engines=("espeak",)) for s in pool]
     for f in range(5):
         for si in range(f * k, (f + 1) * k):
             spk = speakers[si]
@@ -184,8 +186,7 @@ def gen_music_speech(ctx: Ctx) -> Iterator[Clip]:
     rng, dur = ctx.rng, 3.0
     n = _n(dur)
     nf, per = 10, ctx.size["per_fold"]
-    speakers = S.speaker_pool(rng, nf * ctx.size["speakers_per_fold"])
-    spk_folds = [speakers[i::nf] for i in range(nf)]
+    spk_folds = S.speaker_pools(rng, [ctx.size["speakers_per_fold"]] * nf)
     styles = GENRES + ["solo", "solo"]
     segs, meta = [], []
     for f in range(nf):
@@ -369,9 +370,10 @@ def gen_office(ctx: Ctx) -> Iterator[Clip]:
     rng, dur = ctx.rng, ctx.size["duration"]
     n = _n(dur)
     classes = _office_items(ctx)
-    speakers = S.speaker_pool(rng, 9)
-    classes["speech"] = [(f"tts:{s.ident}", s) for s in speakers]
     pools = _item_pools(ctx, classes)
+    classes["speech"] = []
+    pools["speech"] = {s: [(f"tts:{spk.ident}", spk) for spk in pool]
+                       for s, pool in zip(TVT, S.speaker_pools(rng, [5, 2, 2]))}
     names = sorted(classes)
     counts = {"train": ctx.size["train"], "valid": ctx.size["valid"], "test": ctx.size["test"]}
     phrases = ["hello", "excuse me", "thank you", "good morning", "see you later", "okay"]
@@ -626,8 +628,7 @@ def gen_mixtures(ctx: Ctx) -> Iterator[Clip]:
     inst = {"piano": [0, 1, 2, 3, 4, 5, 6, 7], "strings": [40, 41, 42, 44, 45, 48, 49, 50]}
     for c, progs in inst.items():
         items[c] = _tvt_split(progs, rng, valid=0.25, test=0.25)
-    speakers = S.speaker_pool(rng, 12)
-    items["speech"] = _tvt_split(speakers, rng, valid=0.25, test=0.25)
+    items["speech"] = dict(zip(TVT, S.speaker_pools(rng, [6, 3, 3])))
 
     counts = {"train": ctx.size["train"], "valid": ctx.size["valid"], "test": ctx.size["test"]}
     plans = []

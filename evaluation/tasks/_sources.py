@@ -178,26 +178,56 @@ class Speaker:
         return self.ident
 
 
-def speaker_pool(rng: np.random.Generator, n: int,
-                 engines: Sequence[str] = ("flite", "espeak")) -> List[Speaker]:
-    """``n`` distinct synthetic speakers (flite voices, then espeak voice+variant combos)."""
-    combos = []
-    for v in ESPEAK_EN_VOICES:
-        for var in ESPEAK_VARIANTS:
-            combos.append(f"{v}+{var}")
-    order = rng.permutation(len(combos))
-    out: List[Speaker] = []
-    for v in (FLITE_VOICES[:4] if "flite" in engines else []):
-        out.append(Speaker("flite", v, stretch=float(rng.uniform(0.85, 1.15))))
-    i = 0
-    while len(out) < n:
-        voice = combos[order[i % len(combos)]]
-        out.append(Speaker("espeak", voice, pitch=int(rng.integers(25, 76)),
-                           speed=int(rng.integers(130, 191))))
-        i += 1
-    # deterministic shuffle so that flite voices do not all land in one split
-    perm = rng.permutation(len(out))
-    return [out[j] for j in perm][:n]
+def voice_identity(spk: "Speaker") -> str:
+    """The voice a speaker is built on: the flite voice or the espeak variant."""
+    if spk.engine == "flite":
+        return f"flite:{spk.voice}"
+    return "espeak:" + spk.voice.split("+", 1)[1]
+
+
+def speaker_pools(rng: np.random.Generator, sizes: Sequence[int],
+                  engines: Sequence[str] = ("flite", "espeak")) -> List[List[Speaker]]:
+    """Pools of ``sizes[i]`` speakers whose voices are disjoint between pools.
+
+    A "voice" is a flite voice (kal, awb, rms, slt) or an espeak-ng voice variant (m1,
+    f3, klatt, ...); inside a pool speakers combine the pool's voices with English
+    accents, base pitch and speed. So a speaker in one pool (split) never shares its
+    voice with a speaker of another pool, not only its settings.
+    """
+    ids = ([("flite", v) for v in FLITE_VOICES[:4]] if "flite" in engines else []) + \
+          ([("espeak", v) for v in ESPEAK_VARIANTS] if "espeak" in engines else [])
+    order = rng.permutation(len(ids))
+    ids = [ids[i] for i in order]
+    total = float(sum(sizes))
+    k = len(sizes)
+    if len(ids) < k:
+        raise ValueError(f"{k} speaker pools need at least {k} voices")
+    # voices per pool, proportional to the pool size, at least one each
+    share = [max(1, int(round(len(ids) * n / total))) for n in sizes]
+    while sum(share) > len(ids):
+        share[int(np.argmax(share))] -= 1
+    bounds = np.cumsum([0] + share)
+    pools: List[List[Speaker]] = []
+    seen = set()
+    for i, n in enumerate(sizes):
+        mine = ids[bounds[i]:bounds[i + 1]]
+        pool: List[Speaker] = []
+        j = 0
+        while len(pool) < n:
+            eng, v = mine[j % len(mine)]
+            j += 1
+            if eng == "flite":
+                spk = Speaker("flite", v, stretch=float(rng.uniform(0.85, 1.15)))
+            else:
+                acc = ESPEAK_EN_VOICES[int(rng.integers(len(ESPEAK_EN_VOICES)))]
+                spk = Speaker("espeak", f"{acc}+{v}", pitch=int(rng.integers(25, 76)),
+                              speed=int(rng.integers(130, 191)))
+            if spk.ident in seen:
+                continue
+            seen.add(spk.ident)
+            pool.append(spk)
+        pools.append(pool)
+    return pools
 
 
 class Synth:
