@@ -39,9 +39,13 @@ if [ "${#missing[@]}" -eq 0 ]; then
   exit 0
 fi
 echo "task sources: installing ${missing[*]}"
-if [ -z "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v -e lock -e partial)" ]; then
+if [ -z "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v -e '^lock$' -e '^partial$' -e '^auxfiles$')" ]; then
   $SUDO apt-get update
 fi
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get install -y --no-install-recommends "${missing[@]}"
+if ! $SUDO apt-get install -y --no-install-recommends "${missing[@]}"; then
+  # stale package lists (404s): refresh once and retry
+  $SUDO apt-get update
+  $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
+fi
 echo "task sources: done"
