@@ -167,7 +167,8 @@ def test_resume_equals_uninterrupted(audio_dir, tmp_path):
                 raise Kill()
 
     common = [f"data.source={audio_dir}", "trainer.max_steps=6", "trainer.checkpoint_every=3",
-              "model.drop_path=0.1"]  # drop-path draws from the RNG: it must be restored too
+              "model.drop_path=0.1",  # drop-path draws from the RNG: it must be restored too
+              "trainer.ema_decay=0.9"]  # and the EMA of the weights
     _, full = run(tmp_path, "full", common)
     with pytest.raises(Kill):
         run(tmp_path, "killed", common, callbacks=[KillAt()])
@@ -185,6 +186,9 @@ def test_resume_equals_uninterrupted(audio_dir, tmp_path):
     for k in sa:
         assert torch.equal(sa[k]["exp_avg_sq"], sb[k]["exp_avg_sq"])
     assert full_ck["hear_models"]["data_position"] == res_ck["hear_models"]["data_position"] == 6
+    ea, eb = full_ck["hear_models"]["ema"]["shadow"], res_ck["hear_models"]["ema"]["shadow"]
+    assert ea.keys() == eb.keys() and all(torch.equal(ea[k], eb[k]) for k in ea)
+    assert not torch.equal(ea["encoder.cls_token"], a["encoder.cls_token"])  # an average, not a copy
     assert full_ck["hear_models"]["config"]["trainer"]["max_steps"] == 6
     log = [json.loads(x) for x in (tmp_path / "killed/log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4, 4, 5, 6]  # step 4 redone after the kill
