@@ -118,6 +118,8 @@ class FrameEncoder(nn.Module):
         and frames centred past the end are dropped).
     embedding_size : int
         Width of the frames ``forward`` returns.
+    n_layers : int
+        Number of blocks whose outputs ``hidden_states`` yields (for layer-wise probes).
     summary_size : int
         Width of an optional per-window summary (0: none). An encoder with a summary
         implements ``forward_with_summary(audio) -> (frames, summary (batch, summary_size))``;
@@ -132,6 +134,13 @@ class FrameEncoder(nn.Module):
     min_samples: int
     embedding_size: int
     summary_size: int = 0
+    n_layers: int = 0
+
+    def hidden_states(self, audio: Tensor) -> Iterator[Tensor]:  # pragma: no cover - abstract
+        """Every block's output, one at a time, each (batch, n_frames(n_samples), D_l), on the
+        same frames as ``forward`` (widths may differ between blocks, e.g. fusion members).
+        Layer-wise probes (``hear-models probe``) read models through this."""
+        raise NotImplementedError
 
     def n_frames(self, n_samples: int) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -289,6 +298,30 @@ class HearModel(nn.Module):
             out[sounds, first:first + frames.shape[1]] = frames.float()
         ts = self.timestamps_ms(n_samples).to(audio.device).expand(n_sounds, n).contiguous()
         return out, ts
+
+    @torch.inference_mode()
+    def layer_scene_embeddings(self, audio) -> List[Tensor]:
+        """Per block, the mean over the clip's frames: n_layers tensors (n_sounds, D_l).
+
+        Streams over windows like ``scene_embeddings`` (bounded memory)."""
+        audio = self.check_audio(audio)
+        enc = self.encoder
+        n_sounds, n_samples = audio.shape
+        totals: List[Optional[Tensor]] = [None] * enc.n_layers
+        for start, length, keep in self._frame_plan(n_samples):
+            window = audio[:, start:start + length]
+            if length < enc.min_samples:
+                window = torch.nn.functional.pad(window, (0, enc.min_samples - length))
+            per_batch = max(1, self.max_batch_samples // window.shape[1])
+            for i in range(0, n_sounds, per_batch):
+                with torch.autocast(audio.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+                    for layer, h in enumerate(enc.hidden_states(window[i:i + per_batch])):
+                        part = h[:, :keep].double().sum(1)
+                        if totals[layer] is None:
+                            totals[layer] = torch.zeros(n_sounds, part.shape[1], dtype=torch.float64, device=audio.device)
+                        totals[layer][i:i + per_batch] += part
+        n = self.n_frames(n_samples)
+        return [(t / n).float() for t in totals]
 
     @torch.inference_mode()
     def scene_embeddings(self, audio) -> Tensor:

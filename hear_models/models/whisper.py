@@ -62,7 +62,7 @@ class WhisperEncoder(FrameEncoder):
         self.encoder = encoder
         n_mels = encoder.conv1.in_channels
         self.frontend = get_frontend("WHISPER_80" if n_mels == 80 else f"WHISPER_{n_mels}")
-        self.n_layers = len(encoder.blocks)
+        self.n_layers = len(encoder.blocks)  # hidden_states: the blocks' outputs before ln_post
         self.width = encoder.ln_post.normalized_shape[0]
         self.final = layers == "final"
         self.layers = LayerSelector("last" if self.final else layers, combine, self.n_layers)
