@@ -263,13 +263,37 @@ def test_finetune_step(kind, audio_dir, hear_task, tmp_path):
         assert "train/acc" in log[-1] and "val/loss" in log[-1]
 
 
-def test_cli_train_and_export(audio_dir, tmp_path, capsys):
+def test_workers_give_the_same_batches(audio_dir):
+    from hear_models.training.data import make_loader
+
+    ds = ClipDataset(read_source(str(audio_dir)), 32000, 0.3)
+    batches = []
+    for workers in (0, 2):
+        it = iter(make_loader(ds, 3, workers, seed=5, start=2))
+        batches.append([next(it) for _ in range(3)])
+    for a, b in zip(*batches):
+        assert int(a["index"]) == int(b["index"]) and torch.equal(a["audio"], b["audio"])
+    assert [int(b["index"]) for b in batches[0]] == [2, 3, 4]
+
+
+def test_cli_train_export_and_finetune_from_it(audio_dir, hear_task, tmp_path, capsys):
     from hear_models.cli import main
+    from hear_models.training.engine import load_checkpoint
 
     out = tmp_path / "cli"
     assert main(["train", "maskspec_tiny_pretrain", *TINY, f"data.source={audio_dir}",
                  f"trainer.out_dir={out}", "trainer.max_steps=2"]) == 0
     assert main(["train", "export", str(out / "checkpoints/final.ckpt"), str(tmp_path / "e.pt")]) == 0
     assert "sha256" in capsys.readouterr().out
+    exported = torch.load(tmp_path / "e.pt", weights_only=True)
+    assert exported["trained"]["steps"] == 2
+    # fine-tune from the export: the encoder starts from the pretrained weights
+    ft = tmp_path / "ft"
+    assert main(["train", "maskspec_finetune", *TINY, f"data.source={hear_task}", f"model.init={tmp_path / 'e.pt'}",
+                 f"trainer.out_dir={ft}", "trainer.max_steps=1", "optim.lr=1e-12"]) == 0
+    cfg, ck = load_checkpoint(str(ft / "checkpoints/final.ckpt"))
+    assert cfg.model.labels == ["high", "low"] and cfg.model.multilabel is False
+    w = "model.encoder.blocks.1.mlp.0.weight"
+    torch.testing.assert_close(ck["state_dict"][w], exported["state_dict"][w[len("model."):]])
     assert main(["train", "maskspec_tiny_pretrain", "trainer.max_stpes=1"]) == 2
     assert main(["train", "configs"]) == 0
