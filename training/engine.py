@@ -94,7 +94,10 @@ class EMA:
     def update(self, module: torch.nn.Module) -> None:
         for k, v in module.state_dict().items():
             if k in self.shadow:
-                self.shadow[k].mul_(self.decay).add_(v.detach(), alpha=1 - self.decay)
+                s = self.shadow[k]
+                if s.device != v.device:  # follows the module to its device
+                    s = self.shadow[k] = s.to(v.device)
+                s.mul_(self.decay).add_(v.detach(), alpha=1 - self.decay)
 
     def state_dict(self) -> dict:
         return {"decay": self.decay, "shadow": self.shadow}
@@ -102,7 +105,7 @@ class EMA:
     def load_state_dict(self, state: dict) -> None:
         self.decay = state["decay"]
         for k, v in state["shadow"].items():
-            self.shadow[k].copy_(v)
+            self.shadow[k] = v.to(self.shadow[k].device).clone()
 
 
 # -- the module --------------------------------------------------------------------------------
