@@ -3,6 +3,7 @@
     hear-models train CONFIG [key=value ...] [--resume [auto|CKPT]]
     hear-models train CONFIG [key=value ...] --print-config
     hear-models train export CKPT OUT.pt [--ema]
+    hear-models train plot OUT_DIR/log.jsonl OUT.png [--key train/loss]
     hear-models train configs
 
 CONFIG is a YAML file or the name of a packaged config (``hear-models train configs``).
@@ -27,6 +28,17 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         for name in list_configs():
             print(f"{name:28s} {CONFIG_DIR / (name + '.yaml')}")
+        return 0
+    if argv and argv[0] == "plot":
+        p = argparse.ArgumentParser(prog="hear-models train plot",
+                                    description="Plot a logged value (and the lr) against the step (needs matplotlib).")
+        p.add_argument("log")
+        p.add_argument("out")
+        p.add_argument("--key", default="train/loss")
+        p.add_argument("--title", default=None)
+        a = p.parse_args(argv[1:])
+        plot_log(a.log, a.out, a.key, a.title)
+        print(a.out)
         return 0
     if argv and argv[0] == "export":
         p = argparse.ArgumentParser(prog="hear-models train export",
@@ -71,6 +83,32 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(json.dumps({"out_dir": cfg.trainer.out_dir,
                       "final_checkpoint": f"{cfg.trainer.out_dir}/checkpoints/final.ckpt"}))
     return 0
+
+
+def plot_log(log: str, out: str, key: str = "train/loss", title: Optional[str] = None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in open(log) if line.strip()]
+    last = {}
+    for r in rows:  # a resumed run re-logs some steps: the later record wins
+        if key in r:
+            last[r["step"]] = r
+    steps = sorted(last)
+    if not steps:
+        raise SystemExit(f"{log}: no records with {key!r}")
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(steps, [last[s][key] for s in steps], label=key, color="C0")
+    ax.set_xlabel("step")
+    ax.set_ylabel(key)
+    ax2 = ax.twinx()
+    ax2.plot(steps, [last[s]["lr"][0] for s in steps], color="C1", alpha=0.6, label="lr")
+    ax2.set_ylabel("lr", color="C1")
+    ax.set_title(title or log)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
 
 
 if __name__ == "__main__":
