@@ -98,3 +98,16 @@ _GURA = [
 ]
 for _name, _weights, _description in _GURA:
     register(ModelSpec(_name, "hear_models.gura", _weights, description=_description))
+register(ModelSpec(
+    "atst_tiny", "hear_models.atst", "",
+    options={"variant": "tiny"},
+    description="ATST-Tiny (192-d x 6 blocks), UNTRAINED (seeded random weights): official protocol, "
+                "scene [CLS ; mean] x 6 blocks over 6 s chunks (2304-d), 6 blocks concatenated "
+                "every 40 ms (1152-d)",
+))
+register(ModelSpec(
+    "conformer_tiny", "hear_models.conformer", "",
+    options={"variant": "tiny"},
+    description="Conformer SSL tiny (64 wide, 4 blocks), UNTRAINED (seeded random weights; no trained "
+                "weights ship), mean of all blocks, 64-d every 40 ms (80 ms latents, each given to two frames)",
+))

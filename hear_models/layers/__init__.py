@@ -3,6 +3,7 @@
 from .crepe import Crepe, load_crepe  # noqa: F401  (CREPE conv stack, real weights)
 from .attention import LayerNorm, Linear, MultiHeadAttention, build_attention_mask
 from .transformer import DropPath, ResidualAttentionBlock, drop_path, make_mlp
+from .conformer import ConformerBlock, ConformerConvModule  # noqa: E402  (Conformer SSL)
 
 __all__ = [
     "LayerNorm",
@@ -13,4 +14,6 @@ __all__ = [
     "ResidualAttentionBlock",
     "drop_path",
     "make_mlp",
+    "ConformerBlock",
+    "ConformerConvModule",
 ]
