@@ -1,0 +1,185 @@
+"""HEAR module: ATST, a BYOL teacher-student audio Transformer (16 kHz).
+
+    hear-validator hear_models.atst -m PATH
+    python -m heareval.embeddings.runner hear_models.atst --model PATH ...
+
+Scene embedding (the official downstream protocol of audiossl, ``n_last_blocks=12``): the
+clip is cut into 6 s chunks (the pretraining crop length); per chunk and per block, the
+block's output goes through the encoder's final LayerNorm and gives [CLS ; mean of the
+chunk's tokens]; chunks are averaged, the trailing one only if it holds more than half a
+chunk (the first one always). Layout [CLS_1 .. CLS_L, mean_1 .. mean_L]: 2 L D
+(9216 for Small, 18432 for Base, 4608 for the tiny variant).
+
+Timestamp embeddings: one per 40 ms token, centred (15 ms + 40 ms k), in windows of 6 s.
+``layers`` / ``combine`` choose what a frame is: the official frame embedding is all blocks
+concatenated (``layers="all", combine="concat"``: L x D); lighter: ``combine="mean"``
+(D), ``layers="last"`` (D), or a list of blocks. See docs/models.md.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence, Union
+
+import torch
+from torch import Tensor
+
+from .hear_api import HearModel, get_scene_embeddings, get_timestamp_embeddings
+
+__all__ = ["load_model", "get_scene_embeddings", "get_timestamp_embeddings", "build_encoder",
+           "ATSTHearModel", "EXPORT_FORMAT"]
+
+EXPORT_FORMAT = "hear_models.atst/1"
+
+
+def build_encoder(model_file_path: str = "", variant: str = "tiny", seed: int = 0,
+                  which: str = "teacher"):
+    """(frontend, encoder, description, meta) from a weights file, or seeded random weights.
+
+    Accepted files (all read with ``torch.load(weights_only=True)``):
+
+    - our export (``hear-models train export``): ``{"format": "hear_models.atst/1",
+      "dims": {...}, "state_dict": {encoder.*}}`` (the EMA teacher's encoder);
+    - a state dict of ours (``encoder.*``, or a training model's ``teacher.encoder.*``);
+    - an official audiossl ATST checkpoint: the Lightning checkpoint of
+      ``ATSTLightningModule`` or a DINO-style ``{"teacher": ..., "args": ...}`` file; the
+      TEACHER encoder (``which``) is converted by ``checkpoint_filter_fn`` and loaded
+      strictly. ``args`` (an ``argparse.Namespace``) is the one non-tensor object allowed.
+
+    meta: ``chunk_seconds`` when the file says what length it was trained on.
+    """
+    from .checkpoints import CheckpointError, torch_load_trusted_weights
+    from .models.atst import (ATSTDims, ATSTEncoder, ATSTFrontend, checkpoint_filter_fn,
+                              infer_dims, init_atst_weights, is_official_state_dict,
+                              official_encoder_state)
+
+    if not model_file_path:
+        dims = ATSTDims.variant(variant)
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            encoder = ATSTEncoder(dims)
+            init_atst_weights(encoder)
+        return ATSTFrontend(), encoder, f"atst-{variant} UNTRAINED (random weights, seed {seed})", {}
+
+    import argparse
+
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        obj = torch_load_trusted_weights(model_file_path)
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{model_file_path}: not an ATST checkpoint (a {type(obj).__name__})")
+    meta: dict = {}
+    dims = None
+    if obj.get("format") == EXPORT_FORMAT:
+        dims = ATSTDims.from_dict(obj["dims"])
+        sd = {k[len("encoder."):]: v for k, v in obj["state_dict"].items() if k.startswith("encoder.")}
+        desc = obj.get("description", f"atst ({model_file_path})")
+        if obj.get("chunk_seconds"):
+            meta["chunk_seconds"] = float(obj["chunk_seconds"])
+    else:
+        flat = obj.get("state_dict", obj)
+        ours = None
+        for prefix in (f"model.{which}.encoder.", f"{which}.encoder.", "encoder.", ""):
+            cand = {k[len(prefix):]: v for k, v in flat.items()
+                    if isinstance(k, str) and k.startswith(prefix)} if isinstance(flat, dict) else {}
+            if cand and "patch_embed.proj.weight" in cand:
+                ours = cand
+                break
+        if ours is not None:
+            sd = ours
+            desc = f"atst ({model_file_path})"
+        else:
+            try:
+                raw, info = official_encoder_state(obj, which)
+            except ValueError as e:
+                raise CheckpointError(f"{model_file_path}: not an ATST checkpoint ({e})") from None
+            if not is_official_state_dict(raw):
+                raise CheckpointError(f"{model_file_path}: not an ATST checkpoint (no ATST encoder keys "
+                                      "such as patch_embed.patch_embed.weight / blocks.0.attn.qkv.weight)")
+            try:
+                sd = checkpoint_filter_fn(raw)
+            except ValueError as e:
+                raise CheckpointError(f"{model_file_path}: {e}") from None
+            if "train_len" in info:
+                meta["chunk_seconds"] = float(info["train_len"])
+            desc = f"atst official {info.get('arch', '')} {which} ({model_file_path})".replace("  ", " ")
+    try:
+        dims = dims or infer_dims(sd)
+    except ValueError as e:
+        raise CheckpointError(f"{model_file_path}: {e}") from None
+    encoder = ATSTEncoder(dims)
+    try:
+        encoder.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{model_file_path}: does not fit an ATST encoder {dims.width} x "
+                              f"{dims.layers}: {e}") from None
+    return ATSTFrontend(), encoder, desc, meta
+
+
+class ATSTHearModel(HearModel):
+    """:class:`HearModel` with ATST's official clip embedding (see the module docstring):
+    ``scene_embedding_size = 2 x n_layers x D`` whatever the timestamp ``layers``."""
+
+    def __init__(self, encoder, **kw):
+        super().__init__(encoder, **kw)
+        self.scene_embedding_size = 2 * encoder.n_layers * encoder.width
+
+    @torch.inference_mode()
+    def scene_embeddings(self, audio) -> Tensor:
+        audio = self.check_audio(audio)
+        enc = self.encoder
+        n_sounds, n_samples = audio.shape
+        C = enc.window_samples
+        total = torch.zeros(n_sounds, self.scene_embedding_size, dtype=torch.float64, device=audio.device)
+        n_chunks = 0
+        for i, start in enumerate(range(0, n_samples, C)):
+            length = min(C, n_samples - start)
+            if i > 0 and length <= C // 2:
+                break  # the trailing chunk counts only when more than half full
+            window = audio[:, start:start + length]
+            if length < enc.min_samples:
+                window = torch.nn.functional.pad(window, (0, enc.min_samples - length))
+            per_batch = max(1, self.max_batch_samples // window.shape[1])
+            for j in range(0, n_sounds, per_batch):
+                with torch.autocast(audio.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+                    summ = enc.chunk_summary(window[j:j + per_batch])
+                total[j:j + per_batch] += summ.double()
+            n_chunks += 1
+        return (total / n_chunks).float()
+
+
+def load_model(
+    model_file_path: str = "",
+    variant: str = "tiny",
+    layers: Union[str, int, Sequence[int]] = "all",
+    combine: str = "concat",
+    chunk_seconds: float = 0.0,
+    which: str = "teacher",
+    max_batch_seconds: float = 240.0,
+    precision: str = "fp32",
+) -> ATSTHearModel:
+    """Load an ATST encoder behind HEAR's API.
+
+    Parameters
+    ----------
+    model_file_path : str
+        A weights file (see :func:`build_encoder`); ``""``: the ``variant`` with seeded
+        RANDOM weights (untrained; for tests and as a baseline).
+    variant : "tiny" | "small" | "base"
+        Size when ``model_file_path`` is empty (a file carries its own sizes).
+    layers : "all" | "last" | int | list of int
+        Blocks of the timestamp embedding (each after the final LayerNorm).
+    combine : "concat" | "mean"
+        "concat" (official: L x D per frame with all blocks) or "mean" (D).
+    chunk_seconds : float
+        Chunk of the scene protocol and window of the timestamps; 0 = what the file says
+        (official checkpoints: their ``train_len``), else 6 s. At most 10 s.
+    which : "teacher" | "student"
+        Which encoder of an official / training checkpoint (downstream uses the teacher).
+    """
+    from .models.atst import CHUNK_SECONDS, ATSTFrameEncoder
+
+    frontend, encoder, desc, meta = build_encoder(model_file_path, variant, which=which)
+    chunk = chunk_seconds or meta.get("chunk_seconds", CHUNK_SECONDS)
+    frame_encoder = ATSTFrameEncoder(frontend, encoder, layers=layers, combine=combine, chunk_seconds=chunk)
+    frame_encoder.requires_grad_(False)
+    model = ATSTHearModel(frame_encoder, name=desc, max_batch_seconds=max_batch_seconds, precision=precision)
+    return model.eval()
