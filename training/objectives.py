@@ -17,6 +17,7 @@ from typing import Dict, Tuple
 OBJECTIVES: Dict[str, Tuple[str, str, str]] = {
     "maskspec_pretrain": ("hear_models.training.maskspec", "MaskSpecPretrainConfig", "MaskSpecPretrain"),
     "maskspec_finetune": ("hear_models.training.maskspec", "MaskSpecFinetuneConfig", "MaskSpecFinetune"),
+    "conformer_pretrain": ("hear_models.training.conformer", "ConformerPretrainConfig", "ConformerPretrain"),
 }
 
 
