@@ -108,6 +108,14 @@ class EMA:
             self.shadow[k] = v.to(self.shadow[k].device).clone()
 
 
+def _batch_size(batch: dict) -> int:
+    """Clips in a batch: audio batches (the data pipeline) or feature batches (cached features)."""
+    for key in ("audio", "features"):
+        if key in batch:
+            return int(batch[key].shape[0])
+    raise KeyError("a batch needs 'audio' or 'features'")
+
+
 # -- the module --------------------------------------------------------------------------------
 class TrainModule(L.LightningModule):
     """Base of every objective. ``self.model`` is the nn.Module being trained."""
@@ -190,10 +198,10 @@ class TrainModule(L.LightningModule):
                 "check the data for silent or corrupt clips.")
         self._next_batch = int(batch["index"]) + 1
         self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False,
-                 batch_size=batch["audio"].shape[0])
+                 batch_size=_batch_size(batch))
         for k, v in logs.items():
             self.log(f"train/{k}", v.detach() if torch.is_tensor(v) else v, on_step=True, on_epoch=False,
-                     batch_size=batch["audio"].shape[0])
+                     batch_size=_batch_size(batch))
         return loss
 
     def optimizer_step(self, *args, **kwargs):
@@ -203,9 +211,9 @@ class TrainModule(L.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         loss, logs = self.compute_loss(batch, train=False)
-        self.log("val/loss", loss, sync_dist=True, batch_size=batch["audio"].shape[0])
+        self.log("val/loss", loss, sync_dist=True, batch_size=_batch_size(batch))
         for k, v in logs.items():
-            self.log(f"val/{k}", v, sync_dist=True, batch_size=batch["audio"].shape[0])
+            self.log(f"val/{k}", v, sync_dist=True, batch_size=_batch_size(batch))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[CKPT_KEY] = {
@@ -301,7 +309,7 @@ class JsonlLogger(Callback):
         self._t0 = self._t_last = time.time()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self._samples += int(batch["audio"].shape[0]) * trainer.world_size
+        self._samples += _batch_size(batch) * trainer.world_size
         step = trainer.global_step
         if step % self.every or not trainer.is_global_zero:
             return
@@ -378,7 +386,8 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, callbacks: Sequence[Call
     with open(out / "config.json", "w") as f:
         json.dump(cfg.to_dict(), f, indent=1)
     trainer = make_trainer(cfg, callbacks)
-    dm = AudioDataModule(cfg, module.sample_rate, module)
+    # an objective that does not read audio (e.g. heads on cached features) brings its own data
+    dm = module.make_datamodule() if hasattr(module, "make_datamodule") else AudioDataModule(cfg, module.sample_rate, module)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*infinite.*")
@@ -404,6 +413,7 @@ def export(checkpoint: str, out: str, use_ema: bool = False) -> str:
     cfg, ckpt = load_checkpoint(checkpoint)
     module = build_module(cfg)
     module.load_state_dict(ckpt["state_dict"])
+    module.on_load_checkpoint(ckpt)  # objectives' own state (e.g. a weight average)
     if use_ema:
         extra = ckpt[CKPT_KEY]
         if not extra.get("ema"):

@@ -17,6 +17,8 @@ from typing import Dict, Tuple
 OBJECTIVES: Dict[str, Tuple[str, str, str]] = {
     "maskspec_pretrain": ("hear_models.training.maskspec", "MaskSpecPretrainConfig", "MaskSpecPretrain"),
     "maskspec_finetune": ("hear_models.training.maskspec", "MaskSpecFinetuneConfig", "MaskSpecFinetune"),
+    "atst_pretrain": ("hear_models.training.atst", "ATSTPretrainConfig", "ATSTPretrain"),
+    "whisper_at_heads": ("hear_models.training.tagging", "TaggingConfig", "TaggingHeads"),
     "conformer_pretrain": ("hear_models.training.conformer", "ConformerPretrainConfig", "ConformerPretrain"),
 }
 
