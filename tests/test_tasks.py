@@ -303,3 +303,12 @@ def test_piano_notes_of_one_pitch_do_not_overlap(smoke):
             for ev in sorted(evs, key=lambda e: e["start"]):
                 assert ev["start"] >= last.get(ev["label"], -1.0), (clip, ev)
                 last[ev["label"]] = ev["end"]
+
+
+def test_probe_learns_a_scene_task(smoke):
+    pytest.importorskip("sklearn")
+    from hear_models.evaluation.tasks._probe import probe_task
+
+    d = next(p for p in _task_dirs(smoke) if p.name.startswith("drum_kit_pieces-"))
+    row = probe_task(d)
+    assert row["metric"] == "top1_acc" and row["score"] > 2 * row["chance"]

@@ -195,6 +195,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     m.add_argument("--quiet", action="store_true")
     ls = sub.add_parser("list", help="list the tasks")
     ls.add_argument("--suite", default=None)
+    pr = sub.add_parser("probe", help="model-free difficulty probe of generated scene tasks "
+                        "(log-mel statistics + logistic regression; needs scikit-learn)")
+    pr.add_argument("dir", help="a suite folder or one task folder")
     a = p.parse_args(argv)
     from ._sources import MissingSource
 
@@ -205,6 +208,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       f"{row['prediction_type']:10s} {row['split_mode']:15s} "
                       f"{','.join(row['evaluation'])}"
                       + (f"  {row['size']}" if 'size' in row else ""))
+            return 0
+        if a.cmd == "probe":
+            from ._probe import probe_suite
+
+            for row in probe_suite(Path(a.dir)):
+                if "skipped" in row:
+                    print(f"{row['task']:24s} skipped ({row['skipped']})")
+                else:
+                    print(f"{row['task']:24s} {row['metric']:12s} {row['score']:.3f} "
+                          f"(chance {row['chance']:.3f}, {row['clips']} clips)")
             return 0
         rates = [int(r) for r in str(a.rates).split(",") if r.strip()]
         make_suite(a.suite, a.out, seed=a.seed, rates=rates, progress=not a.quiet,
