@@ -1,0 +1,301 @@
+"""ATST pretraining: BYOL teacher-student on two long crops of each clip (Li & Li, 2022).
+
+The recipe (``configs/atst_*_pretrain.yaml``), as audiossl's ``ATSTLightningModule``:
+
+- views: two different random ``view_seconds`` (6 s) crops of each training clip (10 s
+  crops from the data pipeline, so the two views overlap by at least 2 s); each view's
+  log-mel (``ATST_64_16K``) gets BYOL-A's Mixup (a random clip from a memory of past
+  views, ``log((1 - a) exp(x) + a exp(z))``, ``a ~ U(0, 0.4)``) and BYOL-A's Random
+  Resized Crop (virtual canvas 1 x 1.5, frequency and time scales 0.6 - 1.5, bicubic);
+- student = encoder + projector (D -> 4096 -> 256: Linear without bias, BatchNorm, ReLU,
+  Linear) + predictor (256 -> 4096 -> 256, same form); teacher = encoder + projector, an
+  exponential moving average of the student's, momentum on a cosine from ``momentum``
+  (m0: 0.99 Small, 0.9995 Base) to 1 over the run; the teacher gets no gradients;
+- loss: symmetric BYOL, ``2 - 2 cos(p_1, z_2)`` and ``2 - 2 cos(p_2, z_1)`` averaged, on
+  L2-normalised student predictions p and teacher projections z of the CLS outputs (after
+  the encoder's final LayerNorm);
+- AdamW, lr = base_lr x batch / 256 with linear warm-up then cosine (engine), weight decay
+  of the weights (not biases / norms / tokens) on a cosine from ``optim.weight_decay``
+  (0.04) to ``model.weight_decay_end`` (0.4), set every step.
+
+Clips shorter than a view are not an error: the view is the whole clip, zero-padded, and
+the padded tokens are masked as attention keys (the CLS output ignores them).
+The teacher encoder is what downstream uses (and what ``export`` writes).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hear_models.models.atst import (SAMPLE_RATE, TOKEN_CENTER, TOKEN_FRAMES, TOKEN_HOP, ATSTDims,
+                                     ATSTEncoder, ATSTFrontend, init_atst_weights)
+
+from .engine import TrainModule
+
+
+@dataclass
+class ATSTPretrainConfig:
+    variant: str = "tiny"  # tiny | small | base
+    # sizes that override the variant's (0 = the variant's); for tests and experiments
+    width: int = 0
+    layers: int = 0
+    heads: int = 0
+    drop_path: float = 0.1
+    proj_hidden: int = 4096
+    proj_dim: int = 256
+    momentum: float = 0.99  # m0 of the teacher's EMA (cosine to 1); 0.9995 for Base
+    weight_decay_end: float = 0.4  # weight decay goes from optim.weight_decay to this (cosine)
+    view_seconds: float = 6.0  # each view; a multiple of 0.04 s, at most 10 s
+    mixup_ratio: float = 0.4  # a ~ U(0, mixup_ratio); 0 = no mixup
+    mixup_memory: int = 128  # past views kept for mixup (BYOL-A: 2048); in the checkpoint
+    rrc: bool = True  # BYOL-A random resized crop
+    rrc_virtual_scale: Tuple[float, float] = (1.0, 1.5)  # canvas (freq, time) / input
+    rrc_freq_scale: Tuple[float, float] = (0.6, 1.5)
+    rrc_time_scale: Tuple[float, float] = (0.6, 1.5)
+    init: str = ""  # weights to start the encoders from (export, official checkpoint); "" = random
+
+    def dims(self) -> ATSTDims:
+        over = {k: getattr(self, k) for k in ("width", "layers", "heads") if getattr(self, k)}
+        return ATSTDims.variant(self.variant, drop_path=self.drop_path, **over)
+
+
+def build_mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
+    """audiossl's ``build_mlp(2, d_in, hidden, d_out, last_bn=False)``: Linear (no bias),
+    BatchNorm1d, ReLU, Linear (no bias); keys ``0``, ``1``, ``3``."""
+    return nn.Sequential(nn.Linear(d_in, hidden, bias=False), nn.BatchNorm1d(hidden),
+                         nn.ReLU(inplace=True), nn.Linear(hidden, d_out, bias=False))
+
+
+class Branch(nn.Module):
+    """Encoder + projector (+ predictor for the student): CLS output -> vector."""
+
+    def __init__(self, dims: ATSTDims, hidden: int, out: int, predictor: bool):
+        super().__init__()
+        self.encoder = ATSTEncoder(dims)
+        self.projector = build_mlp(dims.width, hidden, out)
+        self.predictor = build_mlp(out, hidden, out) if predictor else None
+
+    def forward(self, mel: Tensor, token_padding: Optional[Tensor]) -> Tensor:
+        cls = self.encoder(mel, token_padding)[:, 0]
+        z = self.projector(cls)
+        return self.predictor(z) if self.predictor is not None else z
+
+
+def byol_loss(p: Tensor, z: Tensor) -> Tensor:
+    """Symmetric BYOL loss: p (2B, d) student predictions of views [1; 2], z (2B, d) teacher
+    projections -> mean of (2 - 2 cos(p_1, z_2)) and (2 - 2 cos(p_2, z_1))."""
+    p = F.normalize(p.float(), dim=-1)
+    z = F.normalize(z.float(), dim=-1)
+    p1, p2 = p.chunk(2)
+    z1, z2 = z.chunk(2)
+    return ((2 - 2 * (p1 * z2).sum(-1)).mean() + (2 - 2 * (p2 * z1).sum(-1)).mean()) / 2
+
+
+def cosine_to(start: float, end: float, step: int, total: int) -> float:
+    """``end + (start - end) (1 + cos(pi step / total)) / 2``: start at 0, end at total."""
+    t = min(max(step, 0), total) / max(total, 1)
+    return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+class ATSTBYOL(nn.Module):
+    """Student, EMA teacher, the front end and the mixup memory (buffers, so that resume
+    restores them)."""
+
+    def __init__(self, cfg: ATSTPretrainConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.dims = cfg.dims()
+        self.view_tokens = int(round(cfg.view_seconds * SAMPLE_RATE / TOKEN_HOP))
+        if abs(self.view_tokens * TOKEN_HOP - cfg.view_seconds * SAMPLE_RATE) > 1e-3 \
+                or not 1 <= self.view_tokens <= self.dims.max_tokens:
+            raise ValueError(f"model.view_seconds={cfg.view_seconds}: a multiple of 0.04 s, at most "
+                             f"{self.dims.max_tokens * 0.04:g} s")
+        self.frontend = ATSTFrontend()
+        self.student = Branch(self.dims, cfg.proj_hidden, cfg.proj_dim, predictor=True)
+        self.teacher = Branch(self.dims, cfg.proj_hidden, cfg.proj_dim, predictor=False)
+        init_atst_weights(self.student)
+        self.teacher.load_state_dict({k: v for k, v in self.student.state_dict().items()
+                                      if not k.startswith("predictor.")})
+        self.teacher.requires_grad_(False)
+        M, T = max(0, int(cfg.mixup_memory)), TOKEN_FRAMES * self.view_tokens
+        self.register_buffer("memory", torch.zeros(M, self.dims.n_mels, T))
+        self.register_buffer("memory_filled", torch.zeros((), dtype=torch.long))
+        self.register_buffer("memory_next", torch.zeros((), dtype=torch.long))
+
+    @property
+    def view_samples(self) -> int:
+        return self.view_tokens * TOKEN_HOP
+
+    # ---- the named steps -----------------------------------------------------------------
+    def make_views(self, audio: Tensor, lengths: Tensor, random: bool = True
+                   ) -> Tuple[Tensor, Tensor, Tensor]:
+        """Two crops of ``view_samples`` per clip (random starts within the clip's valid
+        samples; a clip shorter than a view gives its whole self, zero-padded).
+
+        Returns mel (2B, 64, 4 Kv) [views 1 of all clips; views 2], valid tokens (2B,),
+        token padding (2B, Kv) bool."""
+        B, n = audio.shape
+        V = self.view_samples
+        lengths = lengths.to(audio.device).clamp(max=n)
+        room = (lengths - V).clamp_min(0)  # (B,) possible start offsets
+        if random:
+            starts = (torch.rand(2, B, device=audio.device) * (room + 1)).floor().long()
+        else:
+            starts = torch.stack([torch.zeros_like(room), room])
+        idx = starts[..., None] + torch.arange(V, device=audio.device)  # (2, B, V)
+        valid = torch.minimum(lengths, torch.full_like(lengths, V))  # (B,)
+        inside = torch.arange(V, device=audio.device)[None, None] < valid[None, :, None]
+        crops = torch.gather(audio[None].expand(2, -1, -1), 2, idx.clamp(max=n - 1)) * inside
+        mel = self.frontend(crops.reshape(2 * B, V), tokens=self.view_tokens)
+        # tokens centred inside the valid part (n_tokens), at least one
+        tok = ((valid.repeat(2) - int(TOKEN_CENTER)).clamp_min(0) // TOKEN_HOP + 1).clamp(max=self.view_tokens)
+        padding = torch.arange(self.view_tokens, device=audio.device)[None] >= tok[:, None]
+        return mel, tok, padding
+
+    @torch.no_grad()
+    def mixup(self, mel: Tensor) -> Tensor:
+        """BYOL-A mixup with a memory of past views: x <- log((1 - a) e^x + a e^z), z a random
+        remembered view, a ~ U(0, mixup_ratio); then the (unmixed) views join the memory."""
+        M = self.memory.shape[0]
+        out = mel
+        filled = int(self.memory_filled)
+        if self.cfg.mixup_ratio > 0 and filled > 0:
+            pick = torch.randint(0, filled, (mel.shape[0],), device=mel.device)
+            z = self.memory[pick].to(mel.dtype)
+            a = (torch.rand(mel.shape[0], 1, 1, device=mel.device) * self.cfg.mixup_ratio).to(mel.dtype)
+            out = torch.logaddexp(torch.log1p(-a) + mel, torch.log(a.clamp_min(1e-12)) + z)
+            out = torch.where(a > 0, out, mel)
+        if M > 0:
+            nxt = int(self.memory_next)
+            for x in mel.detach():
+                self.memory[nxt] = x.to(self.memory.dtype)
+                nxt = (nxt + 1) % M
+            self.memory_next.fill_(nxt)
+            self.memory_filled.fill_(min(M, filled + mel.shape[0]))
+        return out
+
+    def random_resized_crop(self, mel: Tensor, tokens: Tensor) -> Tensor:
+        """BYOL-A Random Resized Crop of each view's valid part (4 x tokens frames): the
+        spectrogram centred on a zero canvas (virtual scale), a random crop of size
+        (freq_scale x F, time_scale x T) clipped to the canvas, resized back (bicubic)."""
+        c = self.cfg
+        out = mel.clone()
+        Fq = mel.shape[1]
+        u = torch.rand(mel.shape[0], 4)
+        for b in range(mel.shape[0]):
+            T = int(tokens[b]) * TOKEN_FRAMES
+            x = mel[b, :, :T]
+            H, W = int(Fq * c.rrc_virtual_scale[0]), int(T * c.rrc_virtual_scale[1])
+            canvas = x.new_zeros(H, W)
+            y0, x0 = (H - Fq) // 2, (W - T) // 2
+            canvas[y0:y0 + Fq, x0:x0 + T] = x
+            fs = c.rrc_freq_scale[0] + (c.rrc_freq_scale[1] - c.rrc_freq_scale[0]) * float(u[b, 0])
+            ts = c.rrc_time_scale[0] + (c.rrc_time_scale[1] - c.rrc_time_scale[0]) * float(u[b, 1])
+            h = min(max(int(fs * Fq), 1), H)
+            w = min(max(int(ts * T), 1), W)
+            i = int(float(u[b, 2]) * (H - h + 1)) if H > h else 0
+            j = int(float(u[b, 3]) * (W - w + 1)) if W > w else 0
+            crop = canvas[i:i + h, j:j + w][None, None]
+            out[b, :, :T] = F.interpolate(crop, size=(Fq, T), mode="bicubic", align_corners=True)[0, 0]
+        return out
+
+    def forward(self, audio: Tensor, lengths: Tensor, augment: bool = True) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """audio (B, n), lengths (B,) -> (loss, logs)."""
+        mel, tokens, padding = self.make_views(audio, lengths, random=augment)
+        if augment:
+            mel = self.mixup(mel)
+            if self.cfg.rrc:
+                mel = self.random_resized_crop(mel, tokens)
+        p = self.student(mel, padding)
+        with torch.no_grad():
+            z = self.teacher(mel, padding)
+        loss = byol_loss(p, z)
+        with torch.no_grad():
+            zn = F.normalize(z.float(), dim=-1)
+            logs = {"std_t": zn.std(0).mean(), "std_s": F.normalize(p.float(), dim=-1).std(0).mean(),
+                    "padded": padding.float().mean()}
+        return loss, logs
+
+    @torch.no_grad()
+    def update_teacher(self, m: float) -> None:
+        """teacher <- m teacher + (1 - m) student, for the encoder and projector parameters
+        (the teacher's BatchNorm statistics are its own, as in audiossl)."""
+        for part in ("encoder", "projector"):
+            for q, k in zip(getattr(self.student, part).parameters(), getattr(self.teacher, part).parameters()):
+                k.mul_(m).add_(q.detach(), alpha=1 - m)
+
+
+def _load_init(model: ATSTBYOL, path: str) -> None:
+    from hear_models.atst import build_encoder
+
+    _, encoder, _, _ = build_encoder(path)
+    if encoder.dims.width != model.dims.width or len(encoder.blocks) != model.dims.layers:
+        raise ValueError(f"model.init={path}: encoder {encoder.dims.width} x {len(encoder.blocks)} does not "
+                         f"match the configured {model.dims.width} x {model.dims.layers}")
+    model.student.encoder.load_state_dict(encoder.state_dict())
+    model.teacher.encoder.load_state_dict(encoder.state_dict())
+
+
+class ATSTPretrain(TrainModule):
+    """BYOL pretraining of :class:`ATSTBYOL` in the shared engine."""
+
+    sample_rate = SAMPLE_RATE
+
+    def build_model(self):
+        model = ATSTBYOL(self.cfg.model)
+        if self.cfg.model.init:
+            _load_init(model, self.cfg.model.init)
+        self.last_momentum = float("nan")
+        return model
+
+    def param_groups(self) -> List[dict]:
+        """Student parameters only; group 0 (weights) gets the weight-decay schedule."""
+        decay, no_decay = [], []
+        for name, p in self.model.student.named_parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim <= 1 or name.endswith(("cls_token", "pos_embed")) else decay).append(p)
+        return [{"params": decay, "weight_decay": self.cfg.optim.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0}]
+
+    def momentum_at(self, step: int) -> float:
+        return cosine_to(self.cfg.model.momentum, 1.0, step, self.cfg.trainer.max_steps)
+
+    def weight_decay_at(self, step: int) -> float:
+        return cosine_to(self.cfg.optim.weight_decay, self.cfg.model.weight_decay_end, step,
+                         self.cfg.trainer.max_steps)
+
+    def on_train_batch_start(self, batch, batch_idx):
+        super().on_train_batch_start(batch, batch_idx)
+        opt = self.optimizers()
+        opt = getattr(opt, "optimizer", opt)
+        opt.param_groups[0]["weight_decay"] = self.weight_decay_at(self.global_step)
+
+    def optimizer_step(self, *args, **kwargs):
+        super().optimizer_step(*args, **kwargs)
+        # global_step counts this step only after the hook: the update after step n (1-based)
+        # uses m(n), as audiossl's on_train_batch_end reads its schedule at the new step
+        self.last_momentum = self.momentum_at(self.global_step + 1)
+        self.model.update_teacher(self.last_momentum)
+
+    def compute_loss(self, batch, train: bool = True):
+        loss, logs = self.model(batch["audio"], batch["lengths"], augment=train)
+        if train:
+            logs["momentum"] = torch.tensor(self.momentum_at(self.global_step + 1))
+        return loss, logs
+
+    def export_state(self) -> dict:
+        from hear_models.atst import EXPORT_FORMAT
+
+        sd = {"encoder." + k: v.detach().cpu().clone()
+              for k, v in self.model.teacher.encoder.state_dict().items()}
+        dims = self.model.dims.to_dict()
+        dims["drop_path"] = 0.0
+        return {"format": EXPORT_FORMAT, "dims": dims, "state_dict": sd,
+                "chunk_seconds": float(self.cfg.model.view_seconds),
+                "description": f"atst-{self.cfg.model.variant} teacher, trained with hear-models ({self.cfg.objective})"}
