@@ -20,6 +20,7 @@ OBJECTIVES: Dict[str, Tuple[str, str, str]] = {
     "atst_pretrain": ("hear_models.training.atst", "ATSTPretrainConfig", "ATSTPretrain"),
     "whisper_at_heads": ("hear_models.training.tagging", "TaggingConfig", "TaggingHeads"),
     "conformer_pretrain": ("hear_models.training.conformer", "ConformerPretrainConfig", "ConformerPretrain"),
+    "conformer_finetune": ("hear_models.training.conformer", "ConformerFinetuneConfig", "ConformerFinetune"),
 }
 
 

@@ -310,6 +310,41 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+# -- fine-tuning ------------------------------------------------------------------------------
+class ConformerClassifier(nn.Module):
+    """Fine-tuning head on the context output (the last block), all weights trainable.
+
+    ``multilabel=False``: mean of the valid latents, ``Linear D -> n_classes`` (logits).
+    ``multilabel=True``: frame-level ``Linear D -> n_classes`` + sigmoid, then linear-softmax
+    pooling over the valid latents, ``p = sum_t p_t^2 / sum_t p_t`` per class (the clip
+    PROBABILITIES are returned).
+    """
+
+    def __init__(self, dims: ConformerDims, n_classes: int, multilabel: bool = False):
+        super().__init__()
+        self.dims = dims
+        self.multilabel = multilabel
+        self.encoder = ConformerEncoder(dims)
+        self.head = Linear(dims.width, n_classes)
+
+    def forward(self, mel: Tensor, lengths: Optional[Tensor] = None) -> Tensor:
+        """mel (B, n_mels, T), lengths (B,) valid latents -> (B, n_classes) logits
+        (single-label) or probabilities (multilabel)."""
+        z = self.encoder.feature_encoder(mel)
+        B, L, _ = z.shape
+        if lengths is None:
+            lengths = torch.full((B,), L, dtype=torch.long, device=z.device)
+        padding = padding_from_lengths(lengths, L)
+        for h in self.encoder.hidden_states(z, padding if bool(padding.any()) else None):
+            pass
+        keep = (~padding).to(h.dtype)[..., None]  # (B, L, 1)
+        if not self.multilabel:
+            pooled = (h * keep).sum(1) / keep.sum(1).clamp_min(1.0)
+            return self.head(pooled)
+        p = torch.sigmoid(self.head(h).float()) * keep.float()  # (B, L, C)
+        return (p * p).sum(1) / p.sum(1).clamp_min(1e-7)
+
+
 # -- HEAR frame encoder ------------------------------------------------------------------------
 class ConformerFrameEncoder(FrameEncoder):
     """Conformer latents as HEAR frames every 40 ms (each 80 ms latent gives two frames,
