@@ -158,7 +158,7 @@ def load_model(
     crepe: Optional[str] = None,
     window_seconds: float = 30.0,
     max_batch_seconds: float = 240.0,
-    crepe_batch_frames: int = 64,
+    crepe_batch_frames: Optional[int] = None,
 ) -> GuraHearModel:
     """Load a GURA variant behind HEAR's API.
 
@@ -174,8 +174,9 @@ def load_model(
         computed exactly as the official code computes the whole clip.
     max_batch_seconds : float
         Audio (summed over sounds) per window batch, bounding memory.
-    crepe_batch_frames : int
-        CREPE frames per forward pass.
+    crepe_batch_frames : int, optional
+        CREPE frames per forward pass (default: about 100 MB of activations, 64 frames
+        for CREPE full, 512 for tiny, whose thin layers need big batches to be fast).
     """
     from .layers.crepe import load_crepe
     from .models.gura import VARIANTS, GuraEncoder, load_speech_model

@@ -310,8 +310,9 @@ class GuraEncoder(FrameEncoder):
     crepe : Crepe or None
     window_seconds : float
         Audio per window (a multiple of 0.5 s).
-    crepe_batch_frames : int
-        CREPE frames per forward pass (all sounds and times mixed).
+    crepe_batch_frames : int, optional
+        CREPE frames per forward pass (all sounds and times mixed); default 64 for CREPE
+        full, 512 for tiny (about 100 MB of activations either way).
 
     Frame grid: the speech models' (hop 320, centre 200) when the variant has one, else
     CREPE's (hop 800, centre 0; scene embeddings: hop 4000).
@@ -321,7 +322,7 @@ class GuraEncoder(FrameEncoder):
     min_samples = MIN_SAMPLES
 
     def __init__(self, variant: GuraVariant, speech: Dict[str, SpeechMember], crepe: Optional[Crepe],
-                 window_seconds: float = 30.0, crepe_batch_frames: int = 64):
+                 window_seconds: float = 30.0, crepe_batch_frames: Optional[int] = None):
         super().__init__()
         self.variant = variant
         self.members = [m for m in MEMBER_ORDER if m in variant.members]
@@ -331,6 +332,8 @@ class GuraEncoder(FrameEncoder):
         self.crepe = crepe if "crepe" in self.members else None
         if "crepe" in self.members and crepe is None:
             raise ValueError("this variant needs CREPE")
+        if crepe_batch_frames is None:
+            crepe_batch_frames = 512 if crepe is not None and crepe.capacity == "tiny" else 64
         self.crepe_batch_frames = int(crepe_batch_frames)
         self.has_speech = len(self.speech) > 0
         if variant.fusion == "official" and len(self.members) > 1 and "wav2vec2" not in self.members:
