@@ -265,8 +265,8 @@ def official_encoder_state(obj: Mapping, which: str = "teacher") -> Tuple[Dict[s
         for p in ("module.", "backbone.", "encoder."):
             if k.startswith(p):
                 k = k[len(p):]
-        if k.startswith(("projector.", "predictor.")):
-            continue
+        if k.startswith(("projector.", "predictor.", "head.")):
+            continue  # the wrapper's heads, not the encoder (audiossl loads with strict=False)
         out[k] = v
     return out, meta
 
