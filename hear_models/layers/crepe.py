@@ -25,8 +25,8 @@ sides, so frame j is centred on sample ``hop * j`` and a clip of n samples has
 network in batches of ``max_frames`` (torchcrepe embeds one sound at a time).
 
 Compute: 1.35 GMAC per frame (full; conv2 alone 1.07), 0.035 GMAC (tiny). The convs run
-as ``conv1d`` on the squeezed (k x 1) kernels: same weights, about 1.7x faster on CPU
-than the equivalent ``conv2d``.
+as ``conv1d`` on the squeezed (k x 1) kernels: same weights, 1.1-1.8x faster on CPU than
+the equivalent ``conv2d`` in our runs (benchmarks/crepe_throughput.py).
 """
 
 from __future__ import annotations
