@@ -114,7 +114,7 @@ VARIANTS: Dict[str, GuraVariant] = {
 
 def speech_frames(n_samples: int) -> int:
     """Frames of wav2vec 2.0 / HuBERT for n samples: (n - 80) // 320 (0 below 400)."""
-    return max(0, (n_samples - SPEECH_FIELD) // SPEECH_HOP + 1) if n_samples >= SPEECH_FIELD else 0
+    return (n_samples - SPEECH_FIELD) // SPEECH_HOP + 1 if n_samples >= SPEECH_FIELD else 0
 
 
 def normalize_waveform(audio: Tensor) -> Tensor:
