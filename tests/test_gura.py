@@ -292,3 +292,17 @@ def test_standins_are_seeded_and_cached(monkeypatch, tmp_path):
         weights.append(transformers.Wav2Vec2Model.from_pretrained(folder).state_dict())
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     assert G.standin_folder("wav2vec2") == folder  # second use: the cached folder
+
+
+def test_registry_rows_parse_and_say_what_they_are():
+    from hear_models.registry import get_spec, list_models
+
+    rows = [get_spec(n) for n in list_models() if get_spec(n).module == "hear_models.gura"]
+    assert {r.name for r in rows} >= {"crepe", "crepe_tiny", "fusion_cat_xwc_standin"}
+    for r in rows:
+        variant, sources = parse_model_file_path(r.weights)
+        assert not r.options  # everything is in the weights string: hear-validator sees the variant
+        if "standin" in sources.values():
+            assert "NOT PRETRAINED" in r.description and r.name.endswith("_standin")
+        else:
+            assert variant.startswith("crepe") and "REAL weights" in r.description
