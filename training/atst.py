@@ -15,7 +15,7 @@ The recipe (``configs/atst_*_pretrain.yaml``), as audiossl's ``ATSTLightningModu
   L2-normalised student predictions p and teacher projections z of the CLS outputs (after
   the encoder's final LayerNorm);
 - AdamW, lr = base_lr x batch / 256 with linear warm-up then cosine (engine), weight decay
-  of the weights (not biases / norms / tokens) on a cosine from ``optim.weight_decay``
+  of everything but biases and norms (audiossl's groups) on a cosine from ``optim.weight_decay``
   (0.04) to ``model.weight_decay_end`` (0.4), set every step.
 
 Clips shorter than a view are not an error: the view is the whole clip, zero-padded, and
@@ -255,11 +255,13 @@ class ATSTPretrain(TrainModule):
         return model
 
     def param_groups(self) -> List[dict]:
-        """Student parameters only; group 0 (weights) gets the weight-decay schedule."""
+        """Student parameters only; group 0 gets the weight-decay schedule: every parameter
+        but biases and norms (1-D), so the CLS token and the position table are decayed, as
+        audiossl's ``get_params_groups`` does."""
         decay, no_decay = [], []
         for name, p in self.model.student.named_parameters():
             if p.requires_grad:
-                (no_decay if p.ndim <= 1 or name.endswith(("cls_token", "pos_embed")) else decay).append(p)
+                (no_decay if p.ndim <= 1 else decay).append(p)
         return [{"params": decay, "weight_decay": self.cfg.optim.weight_decay},
                 {"params": no_decay, "weight_decay": 0.0}]
 
