@@ -285,6 +285,9 @@ def test_cli_train_export_and_finetune_from_it(audio_dir, hear_task, tmp_path, c
                  f"trainer.out_dir={out}", "trainer.max_steps=2"]) == 0
     assert main(["train", "export", str(out / "checkpoints/final.ckpt"), str(tmp_path / "e.pt")]) == 0
     assert "sha256" in capsys.readouterr().out
+    if __import__("importlib").util.find_spec("matplotlib"):
+        assert main(["train", "plot", str(out / "log.jsonl"), str(tmp_path / "loss.png")]) == 0
+        assert (tmp_path / "loss.png").stat().st_size > 1000
     exported = torch.load(tmp_path / "e.pt", weights_only=True)
     assert exported["trained"]["steps"] == 2
     # fine-tune from the export: the encoder starts from the pretrained weights
