@@ -19,7 +19,7 @@ from hear_models.registry import get_spec
 
 from .conftest import assert_close_to_scale, noise
 
-MODELS = list_models()
+MODELS = list_models(offline=True)  # models whose weights need a hub: see test_downloading_models_have_offline_twins
 # the 10-minute clip: every model but those whose code path a registered twin covers
 # (ModelSpec.long_clip_covered_by names the twin, which does run it)
 LONG_CLIP_MODELS = [m for m in MODELS if not get_spec(m).long_clip_covered_by]
@@ -171,6 +171,18 @@ def _probe(name, minutes, kind):
     r = subprocess.run([sys.executable, "-c", MEMORY_PROBE, name, str(minutes), kind],
                        capture_output=True, text=True, check=True)
     return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_downloading_models_fail_clearly_offline(monkeypatch):
+    """Registered models whose weights come from a hub cannot run on an offline machine
+    (the stand-ins run their code here); there, loading one says so at once."""
+    from hear_models import create_model
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for name in sorted(set(list_models()) - set(MODELS)):
+        assert get_spec(name).downloads
+        with pytest.raises(FileNotFoundError, match="(?i)download|offline|hub|network"):
+            create_model(name)
 
 
 def test_long_clip_twins_are_registered_and_run_it():

@@ -304,5 +304,7 @@ def test_registry_rows_parse_and_say_what_they_are():
         assert not r.options  # everything is in the weights string: hear-validator sees the variant
         if "standin" in sources.values():
             assert "NOT PRETRAINED" in r.description and r.name.endswith("_standin")
+        elif r.downloads:  # official variants: pretrained speech models from the hub
+            assert r.weights == r.name == variant and "DOWNLOADS" in r.description
         else:
             assert variant.startswith("crepe") and "REAL weights" in r.description
