@@ -259,13 +259,10 @@ class HearModel(nn.Module):
         k = torch.arange(self.n_frames(n_samples), dtype=torch.float64)
         return ((enc.first_center_samples + k * enc.hop_samples) * 1000.0 / self.sample_rate).float()
 
-    def iter_frames(self, audio: Tensor, summary: bool = False) -> Iterator[Tuple[slice, int, Tensor, Optional[Tensor]]]:
-        """Run the encoder over all windows of all sounds, a memory-bounded batch at a time.
-
-        Yields ``(sounds, first_frame, frames, window_summary)``: frames of shape
-        (len(sounds), n, D) that belong at frame offset ``first_frame`` of those sounds, and
-        the window's summary (len(sounds), summary_size) when ``summary`` is asked for.
-        """
+    def _window_batches(self, audio: Tensor) -> Iterator[Tuple[slice, int, int, Tensor]]:
+        """The windows of all sounds, a memory-bounded batch at a time: ``(sounds,
+        first_frame, n_frames_kept, window_batch)``; a short tail is zero-padded to
+        ``min_samples`` (its frames centred past the end are not kept)."""
         enc = self.encoder
         n_sounds, n_samples = audio.shape
         offset = 0
@@ -275,10 +272,23 @@ class HearModel(nn.Module):
                 window = torch.nn.functional.pad(window, (0, enc.min_samples - length))
             per_batch = max(1, self.max_batch_samples // window.shape[1])
             for i in range(0, n_sounds, per_batch):
-                with torch.autocast(audio.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-                    frames, summ = self._encode(window[i:i + per_batch], summary)
-                yield slice(i, i + per_batch), offset, frames[:, :keep].float(), summ
+                yield slice(i, i + per_batch), offset, keep, window[i:i + per_batch]
             offset += keep
+
+    def _autocast(self, audio: Tensor):
+        return torch.autocast(audio.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+
+    def iter_frames(self, audio: Tensor, summary: bool = False) -> Iterator[Tuple[slice, int, Tensor, Optional[Tensor]]]:
+        """Run the encoder over all windows of all sounds, a memory-bounded batch at a time.
+
+        Yields ``(sounds, first_frame, frames, window_summary)``: frames of shape
+        (len(sounds), n, D) that belong at frame offset ``first_frame`` of those sounds, and
+        the window's summary (len(sounds), summary_size) when ``summary`` is asked for.
+        """
+        for sounds, first, keep, window in self._window_batches(audio):
+            with self._autocast(audio):
+                frames, summ = self._encode(window, summary)
+            yield sounds, first, frames[:, :keep].float(), summ
 
     def _encode(self, window: Tensor, summary: bool):
         enc = self.encoder
@@ -305,21 +315,15 @@ class HearModel(nn.Module):
 
         Streams over windows like ``scene_embeddings`` (bounded memory)."""
         audio = self.check_audio(audio)
-        enc = self.encoder
         n_sounds, n_samples = audio.shape
-        totals: List[Optional[Tensor]] = [None] * enc.n_layers
-        for start, length, keep in self._frame_plan(n_samples):
-            window = audio[:, start:start + length]
-            if length < enc.min_samples:
-                window = torch.nn.functional.pad(window, (0, enc.min_samples - length))
-            per_batch = max(1, self.max_batch_samples // window.shape[1])
-            for i in range(0, n_sounds, per_batch):
-                with torch.autocast(audio.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-                    for layer, h in enumerate(enc.hidden_states(window[i:i + per_batch])):
-                        part = h[:, :keep].double().sum(1)
-                        if totals[layer] is None:
-                            totals[layer] = torch.zeros(n_sounds, part.shape[1], dtype=torch.float64, device=audio.device)
-                        totals[layer][i:i + per_batch] += part
+        totals: List[Optional[Tensor]] = [None] * self.encoder.n_layers
+        for sounds, _, keep, window in self._window_batches(audio):
+            with self._autocast(audio):
+                for layer, h in enumerate(self.encoder.hidden_states(window)):
+                    part = h[:, :keep].double().sum(1)
+                    if totals[layer] is None:
+                        totals[layer] = torch.zeros(n_sounds, part.shape[1], dtype=torch.float64, device=audio.device)
+                    totals[layer][sounds] += part
         n = self.n_frames(n_samples)
         return [(t / n).float() for t in totals]
 
