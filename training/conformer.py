@@ -177,16 +177,9 @@ class ConformerFinetune(TrainModule):
     sample_rate = SAMPLE_RATE
 
     def __init__(self, cfg):
-        m = cfg.model
-        if m.n_classes == 0 or m.multilabel is None:
-            from .data import finalise_labels, read_source
+        from .data import labels_from_data
 
-            src = finalise_labels(read_source(cfg.data.source, cfg.data.split, cfg.data.sample_rate or SAMPLE_RATE))
-            if not src.vocab:
-                raise ValueError(f"conformer_finetune: {cfg.data.source} has no labels")
-            m.labels = list(src.vocab)
-            m.n_classes = m.n_classes or len(src.vocab)
-            m.multilabel = bool(src.multilabel) if m.multilabel is None else m.multilabel
+        labels_from_data(cfg, SAMPLE_RATE, "conformer_finetune")
         super().__init__(cfg)
 
     def build_model(self):

@@ -119,16 +119,9 @@ class MaskSpecFinetune(_MaskSpecBase):
     """Supervised fine-tuning of :class:`MaskSpecClassifier`."""
 
     def __init__(self, cfg):
-        m = cfg.model
-        if m.n_classes == 0 or m.multilabel is None:
-            from .data import finalise_labels, read_source
+        from .data import labels_from_data
 
-            src = finalise_labels(read_source(cfg.data.source, cfg.data.split, cfg.data.sample_rate or SAMPLE_RATE))
-            if not src.vocab:
-                raise ValueError(f"maskspec_finetune: {cfg.data.source} has no labels")
-            m.labels = list(src.vocab)
-            m.n_classes = m.n_classes or len(src.vocab)
-            m.multilabel = bool(src.multilabel) if m.multilabel is None else m.multilabel
+        labels_from_data(cfg, SAMPLE_RATE, "maskspec_finetune")
         super().__init__(cfg)
 
     def build_model(self):
