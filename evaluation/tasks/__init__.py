@@ -14,7 +14,6 @@ at import time.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -75,11 +74,9 @@ def _worker(args):
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from hear_models.checkpoints import sha256_file
+
+    return sha256_file(path)
 
 
 def make_suite(suite: str, out: Union[str, Path], seed: int = 0,

@@ -446,11 +446,9 @@ def _cache_dir() -> Path:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from hear_models.checkpoints import sha256_file
+
+    return sha256_file(path)
 
 
 @functools.lru_cache(maxsize=None)
