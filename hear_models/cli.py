@@ -108,12 +108,21 @@ def cmd_tag(args) -> int:
 
     from .audio import load_audio
     from .checkpoints import load_whisper
-    from .tagging import load_head, transcribe_and_tag
+    from .tagging import builtin_head, load_head, transcribe_and_tag
 
     model = load_whisper(args.whisper)
-    head = load_head(args.head, labels=args.labels) if args.head else None
+    head_path = args.head
+    if head_path is None:
+        head_path = builtin_head(args.whisper)
+        if head_path is not None:
+            print(f"note: using the packaged head {head_path.name} (10 sound classes of the offline "
+                  "suite's sound_mixtures task; model card: docs/whisper_at.md). Give --head PATH "
+                  "for another label set, --head none to transcribe only.", file=sys.stderr)
+    elif head_path.lower() == "none":
+        head_path = None
+    head = load_head(head_path, labels=args.labels) if head_path else None
     if head is None:
-        print("note: no tagging head given (--head PATH): transcribing only. Audio tags need a "
+        print("note: no tagging head (--head PATH): transcribing only. Audio tags need a "
               "trained Whisper-AT head: train one with `hear-models train` (tagging config) or "
               "use an official {size}_ori.pth / {size}_low.pth file.", file=sys.stderr)
     results = {}
@@ -160,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("tag", help="Whisper transcription + Whisper-AT sound tags from one encoder pass")
     s.add_argument("files", nargs="+")
     s.add_argument("--whisper", default="", help="Whisper weights (load_whisper source; default offline base)")
-    s.add_argument("--head", default=None, help="tagging head file (ours or official *_ori.pth / *_low.pth)")
+    s.add_argument("--head", default=None, help="tagging head file (ours or official *_ori.pth / *_low.pth); default: the "
+                   "packaged head for the offline base backbone; 'none': no tags")
     s.add_argument("--labels", default=None, help="CSV of label names overriding the head's")
     s.add_argument("--at-time-res", type=float, default=10.0, help="seconds per tag window (multiple of 0.4)")
     s.add_argument("--top-k", type=int, default=5)

@@ -3,6 +3,10 @@
 Head files: ours (written by training, they carry their label names) or the official
 Whisper-AT ones (``{size}_ori.pth`` = TL-Tr, ``{size}_low.pth`` = TL-Tr-512). Both are read
 with ``torch.load(weights_only=True)``.
+
+Built-in heads ship inside the package for the offline backbones (``BUILTIN_HEADS``),
+pinned by sha256, so ``hear-models tag`` tags out of the box; their model cards are in
+``docs/whisper_at.md``.
 """
 
 from __future__ import annotations
@@ -19,6 +23,25 @@ from torch import Tensor
 from .models.whisper_at_heads import create_head, decision_windows, head_from_official, pool_time
 
 HEAD_FORMAT = "hear_models/whisper_at_head/v1"
+
+# backbone source (as load_whisper takes it) -> (file under hear_models/assets, sha256)
+_BASE_HEAD = ("whisper_at/base_tl_tr_128_sound_mixtures.pt",
+              "f8beeefde2c17f9e13ab40ee6fda21358bce6b20a7b1371008385e598b4f5b54")
+BUILTIN_HEADS = {"": _BASE_HEAD, "offline:base": _BASE_HEAD}
+
+
+def builtin_head(backbone: str) -> Optional[Path]:
+    """The packaged head trained for ``backbone`` (sha256-checked), or None if there is none."""
+    from .checkpoints import verify_sha256
+
+    entry = BUILTIN_HEADS.get(str(backbone))
+    if entry is None:
+        return None
+    path = Path(__file__).parent / "assets" / entry[0]
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the packaged Whisper-AT head is missing; reinstall hear-models")
+    verify_sha256(path, entry[1])
+    return path
 
 
 @dataclass

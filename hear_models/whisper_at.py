@@ -47,7 +47,8 @@ def load_model(
         Audio per forward pass, bounding memory.
     head : str
         A Whisper-AT tagging head file (ours or an official ``{size}_ori.pth`` /
-        ``{size}_low.pth``). Its output over the clip is appended to the scene embedding.
+        ``{size}_low.pth``), or ``"builtin"``: the head packaged for the backbone (offline
+        base only). Its output over the clip is appended to the scene embedding.
     head_output : "logits" | "repr" | "both"
         What the head appends: class logits, its pooled representation, or both.
     precision : "fp32" | "bf16"
@@ -59,8 +60,13 @@ def load_model(
     whisper_model = load_whisper(model_file_path)
     tagging_head = None
     if head:
-        from .tagging import load_head
+        from .tagging import builtin_head, load_head
 
+        if head == "builtin":
+            head = builtin_head(model_file_path)
+            if head is None:
+                raise ValueError(f"head='builtin': no packaged head for the backbone "
+                                 f"{model_file_path!r} (only the offline base has one)")
         tagging_head = load_head(head).head
     encoder = WhisperEncoder(whisper_model.encoder, layers=layers, combine=combine,
                              head=tagging_head, head_output=head_output)

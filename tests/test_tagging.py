@@ -113,3 +113,50 @@ def test_bad_at_time_res(tiny_head):
 
     with pytest.raises(ValueError, match="0.4"):
         transcribe_and_tag(load_whisper("offline:tiny.en"), torch.zeros(16000), load_head(tiny_head[0]), at_time_res=0.5)
+
+
+def test_packaged_head_tags_speech_out_of_the_box(tmp_path, capsys):
+    """No --head on the offline base: the packaged TL-Tr-128 head is used and hears speech."""
+    import json
+
+    import soundfile as sf
+
+    from hear_models.tagging import builtin_head
+
+    audio = _speech(tmp_path)
+    wav = tmp_path / "s.wav"
+    sf.write(wav, audio.numpy(), 16000)
+    out = tmp_path / "tags.json"
+    assert main(["tag", str(wav), "--no-text", "--top-k", "3", "--json", "--out", str(out)]) == 0
+    assert "packaged head" in capsys.readouterr().err
+    tags = json.loads(out.read_text())[str(wav)]["audio_tag"]
+    assert tags and tags[0]["labels"][0]["label"] == "speech"
+    hf = load_head(builtin_head(""))
+    assert hf.meta["kind"] == "tl_tr" and len(hf.labels) == 10 and "speech" in hf.labels
+    assert sum(p.numel() for p in hf.head.parameters()) == 464_522
+
+
+def test_packaged_head_is_checked_and_optional(tmp_path, monkeypatch, capsys):
+    import soundfile as sf
+
+    from hear_models import tagging
+    from hear_models.checkpoints import ChecksumError
+
+    assert tagging.builtin_head("offline:tiny.en") is None  # no head trained for tiny.en
+    with pytest.raises(ValueError, match="no packaged head"):
+        whisper_at.load_model("offline:tiny.en", head="builtin")
+    wav = tmp_path / "a.wav"
+    sf.write(wav, np.zeros(16000, dtype=np.float32), 16000)
+    assert main(["tag", str(wav), "--head", "none", "--no-text"]) == 0
+    assert "transcribing only" in capsys.readouterr().err
+    name, _ = tagging.BUILTIN_HEADS[""]
+    monkeypatch.setitem(tagging.BUILTIN_HEADS, "", (name, "0" * 64))
+    with pytest.raises(ChecksumError, match="sha256 mismatch"):
+        tagging.builtin_head("")
+
+
+def test_hear_module_with_packaged_head():
+    m = whisper_at.load_model("", head="builtin")
+    assert m.scene_embedding_size == 512 + 10
+    scene = m.scene_embeddings(noise(1, 2.0, 16000, seed=1) * 0.1)
+    assert scene.shape == (1, 522) and torch.isfinite(scene).all()
