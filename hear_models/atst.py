@@ -139,7 +139,7 @@ class ATSTHearModel(HearModel):
                 window = torch.nn.functional.pad(window, (0, enc.min_samples - length))
             per_batch = max(1, self.max_batch_samples // window.shape[1])
             for j in range(0, n_sounds, per_batch):
-                with torch.autocast(audio.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+                with self._autocast(audio):
                     summ = enc.chunk_summary(window[j:j + per_batch])
                 total[j:j + per_batch] += summ.double()
             n_chunks += 1
@@ -174,6 +174,8 @@ def load_model(
         (official checkpoints: their ``train_len``), else 6 s. At most 10 s.
     which : "teacher" | "student"
         Which encoder of an official / training checkpoint (downstream uses the teacher).
+    precision : "fp32" | "bf16"
+        bf16: matrix products in bfloat16 under autocast, the rest float32 (docs/speed.md).
     """
     from .models.atst import CHUNK_SECONDS, ATSTFrameEncoder
 

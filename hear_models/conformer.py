@@ -80,6 +80,7 @@ def load_model(
     layers: Union[str, int, Sequence[int]] = "all",
     combine: str = "mean",
     max_batch_seconds: float = 240.0,
+    precision: str = "fp32",
 ) -> HearModel:
     """Load a Conformer SSL encoder behind HEAR's API.
 
@@ -93,10 +94,13 @@ def load_model(
     layers : "all" | "last" | int | list of int
         Blocks that feed the embeddings (default: all 12, averaged).
     combine : "mean" | "concat"
+    precision : "fp32" | "bf16"
+        bf16: matrix products in bfloat16 under autocast, the rest float32 (docs/speed.md).
     """
     from .models.conformer import ConformerFrameEncoder
 
     encoder, desc = build_encoder(model_file_path, variant)
     frame_encoder = ConformerFrameEncoder(encoder, layers=layers, combine=combine)
     frame_encoder.requires_grad_(False)
-    return HearModel(frame_encoder, name=desc, max_batch_seconds=max_batch_seconds).eval()
+    return HearModel(frame_encoder, name=desc, max_batch_seconds=max_batch_seconds,
+                     precision=precision).eval()

@@ -45,8 +45,9 @@ class GuraHearModel(HearModel):
     250 ms, as the official code), optionally in k equal time groups (``_time``).
     """
 
-    def __init__(self, encoder, name: str = "", max_batch_seconds: float = 240.0, scene_groups: int = 1):
-        super().__init__(encoder, name=name, max_batch_seconds=max_batch_seconds)
+    def __init__(self, encoder, name: str = "", max_batch_seconds: float = 240.0, scene_groups: int = 1,
+                 precision: str = "fp32"):
+        super().__init__(encoder, name=name, max_batch_seconds=max_batch_seconds, precision=precision)
         self.scene_groups = int(scene_groups)
         if self.scene_groups < 1:
             raise ValueError("scene_groups must be >= 1")
@@ -69,7 +70,8 @@ class GuraHearModel(HearModel):
         row = computed = 0
         for start, length, skip, rows, n_comp in enc.plan(n_samples, scene):
             for i in range(0, n_sounds, per_batch):
-                frames = enc(audio[i:i + per_batch, start:start + length], scene=scene)
+                with self._autocast(audio):
+                    frames = enc(audio[i:i + per_batch, start:start + length], scene=scene)
                 yield slice(i, i + per_batch), row, computed, frames[:, skip:skip + rows].float(), n_comp
             row += rows
             computed += n_comp
@@ -159,6 +161,7 @@ def load_model(
     window_seconds: float = 30.0,
     max_batch_seconds: float = 240.0,
     crepe_batch_frames: Optional[int] = None,
+    precision: str = "fp32",
 ) -> GuraHearModel:
     """Load a GURA variant behind HEAR's API.
 
@@ -177,6 +180,8 @@ def load_model(
     crepe_batch_frames : int, optional
         CREPE frames per forward pass (default: about 100 MB of activations, 64 frames
         for CREPE full, 512 for tiny, whose thin layers need big batches to be fast).
+    precision : "fp32" | "bf16"
+        bf16: matrix products in bfloat16 under autocast, the rest float32 (docs/speed.md).
     """
     from .layers.crepe import load_crepe
     from .models.gura import VARIANTS, GuraEncoder, load_speech_model
@@ -195,5 +200,6 @@ def load_model(
     encoder = GuraEncoder(spec, speech, crepe_model, window_seconds=window_seconds,
                           crepe_batch_frames=crepe_batch_frames)
     model = GuraHearModel(encoder, name=f"gura:{model_file_path or 'fusion_cat_xwc'}",
-                          max_batch_seconds=max_batch_seconds, scene_groups=spec.scene_groups)
+                          max_batch_seconds=max_batch_seconds, scene_groups=spec.scene_groups,
+                          precision=precision)
     return model.eval()

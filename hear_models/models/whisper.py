@@ -98,11 +98,17 @@ class WhisperEncoder(FrameEncoder):
 
     def hidden_states_from_mel(self, mel: Tensor) -> Iterator[Tensor]:
         """mel : Tensor, shape = (batch, n_mels, n_mel_frames) -> block outputs as above."""
-        x = F.gelu(self.encoder.conv1(mel))
-        x = F.gelu(self.encoder.conv2(x)).permute(0, 2, 1)  # (batch, frames, width)
+        # Under bf16 autocast the conv stem (~4% of the FLOPs) and the residual stream stay
+        # in the weights' dtype (float32); only the blocks' matrix products run in bf16.
+        # Whisper's outlier channels make bf16 rounding of either cost up to 0.08 of a
+        # frame's cosine to fp32 (docs/speed.md).
+        with torch.autocast(mel.device.type, enabled=False):
+            w = self.encoder.conv1.weight
+            x = F.gelu(self.encoder.conv1(mel.to(w.dtype)))
+            x = F.gelu(self.encoder.conv2(x)).permute(0, 2, 1)  # (batch, frames, width)
         if x.shape[1] > self.max_frames:
             raise ValueError(f"{mel.shape[-1]} mel frames exceed Whisper's {2 * self.max_frames}-frame context")
-        x = (x + self.encoder.positional_embedding[: x.shape[1]]).to(x.dtype)
+        x = x + self.encoder.positional_embedding[: x.shape[1]].to(x.dtype)
         for block in self.encoder.blocks:
             x = block(x)
             yield x
