@@ -86,6 +86,7 @@ def load_model(
     freq_pool: str = "mean",
     shifts: int = 4,
     max_batch_seconds: float = 240.0,
+    precision: str = "fp32",
 ) -> HearModel:
     """Load a MaskSpec encoder behind HEAR's API.
 
@@ -103,6 +104,8 @@ def load_model(
         How the 8 frequency tokens of a patch column make a frame.
     shifts : 4 | 1
         4: each 40 ms frame has its own patch column (4 passes); 1: columns repeated.
+    precision : "fp32" | "bf16"
+        bf16: matrix products in bfloat16 under autocast, the rest float32 (docs/speed.md).
     """
     from .models.maskspec import MaskSpecFrameEncoder
 
@@ -110,7 +113,8 @@ def load_model(
     frame_encoder = MaskSpecFrameEncoder(frontend, encoder, layers=layers, combine=combine,
                                          freq_pool=freq_pool, shifts=shifts)
     frame_encoder.requires_grad_(False)
-    model = MaskSpecHearModel(frame_encoder, name=desc, max_batch_seconds=max_batch_seconds)
+    model = MaskSpecHearModel(frame_encoder, name=desc, max_batch_seconds=max_batch_seconds,
+                              precision=precision)
     return model.eval()
 
 
