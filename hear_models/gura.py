@@ -57,12 +57,14 @@ class GuraHearModel(HearModel):
         """Timestamp rows of a clip of n samples."""
         return self.encoder.total_rows(n_samples)[0]
 
-    def windows_frames(self, audio: Tensor, scene: bool = False) -> Iterator[Tuple[slice, int, int, Tensor, int]]:
+    def windows_frames(self, audio: Tensor, scene: bool = False, layers: bool = False
+                       ) -> Iterator[Tuple[slice, int, int, Tensor, int]]:
         """Rows of every window of every sound, a memory-bounded batch at a time.
 
         Yields ``(sounds, first_row, first_computed, rows, n_computed)``: rows
         (len(sounds), n, D) at row offset ``first_row`` of those sounds, of which the first
         ``n_computed`` are computed frames number ``first_computed`` ... of the clip.
+        ``layers``: rows is the list of every state's rows (``encoder.hidden_states``).
         """
         enc = self.encoder
         n_sounds, n_samples = audio.shape
@@ -71,8 +73,12 @@ class GuraHearModel(HearModel):
         for start, length, skip, rows, n_comp in enc.plan(n_samples, scene):
             for i in range(0, n_sounds, per_batch):
                 with self._autocast(audio):
-                    frames = enc(audio[i:i + per_batch, start:start + length], scene=scene)
-                yield slice(i, i + per_batch), row, computed, frames[:, skip:skip + rows].float(), n_comp
+                    window = audio[i:i + per_batch, start:start + length]
+                if layers:
+                    out = [h[:, skip:skip + rows].float() for h in enc.hidden_states(window, scene=scene)]
+                else:
+                    out = enc(window, scene=scene)[:, skip:skip + rows].float()
+                yield slice(i, i + per_batch), row, computed, out, n_comp
             row += rows
             computed += n_comp
 
@@ -80,6 +86,16 @@ class GuraHearModel(HearModel):
         """The adapter's iterator protocol: ``(sounds, first_frame, frames, None)``."""
         for sounds, first, _, frames, _ in self.windows_frames(audio):
             yield sounds, first, frames, None
+
+    def iter_layer_frames(self, audio: Tensor, scene: bool = False):
+        """The adapter's per-block iterator; ``scene``: the computed frames of the scene
+        grid (what scene embeddings pool), at their offset among the computed frames."""
+        for sounds, first, first_comp, states, n_comp in self.windows_frames(audio, scene, layers=True):
+            for layer, h in enumerate(states):
+                yield (sounds, first_comp, layer, h[:, :n_comp]) if scene else (sounds, first, layer, h)
+
+    def n_scene_frames(self, n_samples: int) -> int:
+        return self.encoder.total_rows(n_samples, scene=True)[1]
 
     @torch.inference_mode()
     def timestamp_embeddings(self, audio) -> Tuple[Tensor, Tensor]:

@@ -136,6 +136,12 @@ class FrameEncoder(nn.Module):
     summary_size: int = 0
     n_layers: int = 0
 
+    @property
+    def layer_names(self) -> List[str]:
+        """A name per block of ``hidden_states``: ``"0"`` ... ``"n_layers - 1"`` unless an
+        encoder names them (fusion: ``"hubert.3"``, ``"crepe.5"``, member by member)."""
+        return [str(i) for i in range(self.n_layers)]
+
     def hidden_states(self, audio: Tensor) -> Iterator[Tensor]:  # pragma: no cover - abstract
         """Every block's output, one at a time, each (batch, n_frames(n_samples), D_l), on the
         same frames as ``forward`` (widths may differ between blocks, e.g. fusion members).
@@ -309,6 +315,23 @@ class HearModel(nn.Module):
         ts = self.timestamps_ms(n_samples).to(audio.device).expand(n_sounds, n).contiguous()
         return out, ts
 
+    def iter_layer_frames(self, audio: Tensor, scene: bool = False) -> Iterator[Tuple[slice, int, int, Tensor]]:
+        """Every block's frames over all windows, a memory-bounded batch at a time.
+
+        Yields ``(sounds, first_frame, layer, frames)``: block ``layer``'s frames
+        (len(sounds), n, D_l) at frame offset ``first_frame`` of those sounds. ``scene``
+        selects the frames scene embeddings pool (the same ones here; encoders whose scene
+        grid differs override this).
+        """
+        for sounds, first, keep, window in self._window_batches(audio):
+            with self._autocast(audio):
+                for layer, h in enumerate(self.encoder.hidden_states(window)):
+                    yield sounds, first, layer, h[:, :keep].float()
+
+    def n_scene_frames(self, n_samples: int) -> int:
+        """Frames that scene pooling averages (``iter_layer_frames(scene=True)``)."""
+        return self.n_frames(n_samples)
+
     @torch.inference_mode()
     def layer_scene_embeddings(self, audio) -> List[Tensor]:
         """Per block, the mean over the clip's frames: n_layers tensors (n_sounds, D_l).
@@ -317,15 +340,27 @@ class HearModel(nn.Module):
         audio = self.check_audio(audio)
         n_sounds, n_samples = audio.shape
         totals: List[Optional[Tensor]] = [None] * self.encoder.n_layers
-        for sounds, _, keep, window in self._window_batches(audio):
-            with self._autocast(audio):
-                for layer, h in enumerate(self.encoder.hidden_states(window)):
-                    part = h[:, :keep].double().sum(1)
-                    if totals[layer] is None:
-                        totals[layer] = torch.zeros(n_sounds, part.shape[1], dtype=torch.float64, device=audio.device)
-                    totals[layer][sounds] += part
-        n = self.n_frames(n_samples)
+        for sounds, _, layer, h in self.iter_layer_frames(audio, scene=True):
+            if totals[layer] is None:
+                totals[layer] = torch.zeros(n_sounds, h.shape[2], dtype=torch.float64, device=audio.device)
+            totals[layer][sounds] += h.double().sum(1)
+        n = self.n_scene_frames(n_samples)
         return [(t / n).float() for t in totals]
+
+    @torch.inference_mode()
+    def layer_timestamp_embeddings(self, audio) -> Tuple[List[Tensor], Tensor]:
+        """Every block's frames: n_layers tensors (n_sounds, n_frames, D_l), and the
+        timestamps (n_sounds, n_frames) in ms, as ``timestamp_embeddings`` returns them."""
+        audio = self.check_audio(audio)
+        n_sounds, n_samples = audio.shape
+        n = self.n_frames(n_samples)
+        out: List[Optional[Tensor]] = [None] * self.encoder.n_layers
+        for sounds, first, layer, h in self.iter_layer_frames(audio):
+            if out[layer] is None:
+                out[layer] = torch.empty(n_sounds, n, h.shape[2], device=audio.device)
+            out[layer][sounds, first:first + h.shape[1]] = h
+        ts = self.timestamps_ms(n_samples).to(audio.device).expand(n_sounds, n).contiguous()
+        return out, ts
 
     @torch.inference_mode()
     def scene_embeddings(self, audio) -> Tensor:

@@ -16,6 +16,7 @@ See docs/models.md.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Sequence, Union
 
 import torch
@@ -120,13 +121,24 @@ def load_model(
 
 class MaskSpecHearModel(HearModel):
     """:class:`HearModel` whose scene embedding takes one unshifted pass: the mean of the
-    patch tokens of the plain 16 x 16 grid (the shifted copies only serve timestamps)."""
+    patch tokens of the plain 16 x 16 grid (the shifted copies only serve timestamps);
+    per-block scene embeddings (layer-wise probes) pool the same tokens."""
 
-    @torch.inference_mode()
-    def scene_embeddings(self, audio):
+    @contextmanager
+    def _unshifted(self):
         shifts = self.encoder.shifts
         self.encoder.shifts = 1
         try:
-            return super().scene_embeddings(audio)
+            yield
         finally:
             self.encoder.shifts = shifts
+
+    @torch.inference_mode()
+    def scene_embeddings(self, audio):
+        with self._unshifted():
+            return super().scene_embeddings(audio)
+
+    @torch.inference_mode()
+    def layer_scene_embeddings(self, audio):
+        with self._unshifted():
+            return super().layer_scene_embeddings(audio)

@@ -308,3 +308,49 @@ def test_registry_rows_parse_and_say_what_they_are():
             assert r.weights == r.name == variant and "DOWNLOADS" in r.description
         else:
             assert variant.startswith("crepe") and "REAL weights" in r.description
+
+
+# -- hidden states (layer-wise probes) ---------------------------------------------------------------
+
+def default_from_states(enc, states):
+    """A GURA embedding rebuilt from ``hidden_states`` by the variant's own recipe."""
+    parts = {}
+    for k in enc.members:
+        mine = [h for n, h in zip(enc.layer_names, states) if n.split(".")[0] == k]
+        parts[k] = mine[4] if k == "crepe" else enc.speech[k].selector.reduce(mine)  # crepe.5
+    if len(parts) == 1:
+        return parts[enc.members[0]]
+    if enc.variant.fusion == "official":
+        w = enc.widths["wav2vec2"]
+        return torch.stack([G._official_resize(parts[k], w) for k in enc.members], -1).flatten(2)
+    return torch.cat([parts[k] for k in enc.members], -1)
+
+
+@pytest.mark.parametrize("variant", ["fusion_cat_xwc", "fusion_cat_xwc_clean", "cat_wc", "crepe"])
+def test_hidden_states_are_what_the_embeddings_are_made_of(folders, variant):
+    """Every member's states, named member by member; the variant's timestamp and scene
+    embeddings are exactly its recipe applied to them (windows of 1 s over 2.3 s clips)."""
+    m = load_model(mfp(variant, folders), window_seconds=1.0)
+    enc = m.encoder
+    members = G.VARIANTS[variant].members
+    expected = [f"{k}.{i}" for k in ("hubert", "wav2vec2") if k in members for i in range(4)]
+    expected += [f"crepe.{i}" for i in range(1, 7)]
+    assert enc.layer_names == expected and enc.n_layers == len(expected)
+    audio = sounds(2, 2.3, seed=13)
+    states, ts = m.layer_timestamp_embeddings(audio)
+    emb, ts_ref = m.timestamp_embeddings(audio)
+    assert torch.equal(ts, ts_ref)
+    assert [h.shape[-1] for h in states] == enc.layer_widths
+    assert_close_to_scale(default_from_states(enc, states), emb)
+    scene = m.layer_scene_embeddings(audio)
+    assert_close_to_scale(default_from_states(enc, [s[:, None] for s in scene])[:, 0], m.scene_embeddings(audio))
+
+
+def test_crepe_layer_outputs():
+    from hear_models.layers.crepe import load_crepe, normalize_frames
+
+    c = load_crepe("tiny")
+    frames = normalize_frames(torch.randn(5, 1024))
+    outs = c.layer_outputs(frames)
+    assert [o.shape[1] for o in outs] == c.layer_widths == [1024, 128, 128, 128, 256, 256]
+    torch.testing.assert_close(outs[4], c.embed(frames))

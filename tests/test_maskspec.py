@@ -344,3 +344,32 @@ def test_scene_is_mean_of_patch_tokens(shifted):
     emb, _ = m1.timestamp_embeddings(audio)
     torch.testing.assert_close(emb, frames, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(m1.scene_embeddings(audio), frames.mean(1), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("shifts", [1, 4])
+def test_hidden_states_are_what_the_embeddings_are_made_of(shifts):
+    """Layer-wise probes read ``hidden_states``: block k alone is ``layers=k``, their mean is
+    ``layers="all"``, the last block + the encoder norm is the default ``"final"``; the
+    per-block scene embeddings pool the unshifted tokens, as the scene embedding does."""
+    from hear_models.maskspec import load_model
+
+    audio = torch.rand(2, int(1.3 * 32000)) * 0.2 - 0.1
+    m = load_model("", layers="all", shifts=shifts)
+    fe = m.encoder
+    assert fe.n_layers == 12 and fe.layer_names == [str(i) for i in range(12)]
+    with torch.no_grad():
+        hidden = list(fe.hidden_states(audio))
+        assert len(hidden) == 12 and hidden[0].shape == (2, 33, 192)
+        torch.testing.assert_close(fe(audio), torch.stack(hidden).mean(0), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(load_model("", layers=3, shifts=shifts).encoder(audio), hidden[3])
+    final = load_model("", shifts=shifts).encoder  # the default, "final": last block + norm
+    with torch.no_grad():
+        blocks, grid, B, K = final._grids(audio)
+        last = list(blocks)[-1]
+        torch.testing.assert_close(final._frames(last, grid, B, K), hidden[-1])
+        torch.testing.assert_close(final(audio), final._frames(final.encoder.norm(last), grid, B, K))
+    layer_scene = load_model("", layers="all", shifts=shifts).layer_scene_embeddings(audio)
+    assert len(layer_scene) == 12
+    torch.testing.assert_close(torch.stack(layer_scene).mean(0),
+                               load_model("", layers="all", shifts=shifts).scene_embeddings(audio),
+                               atol=1e-5, rtol=1e-4)

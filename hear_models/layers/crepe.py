@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -126,6 +126,28 @@ class Crepe(nn.Module):
             x = self._layer(x, i)
         return x.reshape(x.shape[0], -1)
 
+    @property
+    def layer_widths(self) -> List[int]:
+        """Widths of :meth:`layer_outputs`: channels x min(8, positions) per layer."""
+        out_ch = CREPE_CAPACITIES[self.capacity]
+        return [c * (EMBED_POSITIONS if i < 5 else EMBED_POSITIONS // 2) for i, c in enumerate(out_ch)]
+
+    def layer_outputs(self, frames: Tensor) -> List[Tensor]:
+        """Normalised frames (n, 1024) -> the output of each of the six layers (after its
+        max-pool), averaged over time positions down to 8 (layers 1-4: 128 ... 16
+        positions; layer 5 has 8, layer 6 has 4) and flattened channel-major, so that
+        layer 5 is exactly :meth:`embed`. Widths: :attr:`layer_widths` (full: 8192, 1024,
+        1024, 1024, 2048, 2048; tiny: 1024, 128, 128, 128, 256, 256)."""
+        if frames.ndim != 2 or frames.shape[1] != CREPE_WINDOW:
+            raise ValueError(f"CREPE frames must have shape (n, {CREPE_WINDOW}), got {tuple(frames.shape)}")
+        x = frames[:, None, :]
+        out = []
+        for i in range(1, 7):
+            x = self._layer(x, i)  # (n, C_i, positions)
+            y = F.adaptive_avg_pool1d(x, EMBED_POSITIONS) if x.shape[-1] > EMBED_POSITIONS else x
+            out.append(y.reshape(x.shape[0], -1))
+        return out
+
     def forward(self, frames: Tensor, embed: bool = False) -> Tensor:
         """Normalised frames (n, 1024) -> pitch probabilities (n, 360), or the embedding."""
         x = self.embed(frames)
@@ -171,7 +193,8 @@ def frame_view(audio: Tensor, first_center: int, hop: int, n_frames: int) -> Ten
     return span.unfold(1, CREPE_WINDOW, hop)
 
 
-def embed_frames(model: Crepe, frames: Tensor, max_frames: int = 64, out: Optional[Tensor] = None) -> Tensor:
+def embed_frames(model: Crepe, frames: Tensor, max_frames: int = 64, out: Optional[Tensor] = None,
+                 all_layers: bool = False) -> Union[Tensor, List[Tensor]]:
     """Embed every frame of every sound, ``max_frames`` frames per forward.
 
     The frames of all sounds are flattened to one sequence and cut into batches, so a
@@ -186,20 +209,28 @@ def embed_frames(model: Crepe, frames: Tensor, max_frames: int = 64, out: Option
         Frames per forward pass. Full CREPE adds about 1.5 MB of peak memory per frame
         (measured: +99 MB for 64 frames on CPU).
 
+    all_layers : bool
+        Every layer's output (:meth:`Crepe.layer_outputs`) instead of the embedding.
+
     Returns
     -------
-    Tensor, shape = (batch, n_frames, model.embedding_size)
+    Tensor, shape = (batch, n_frames, model.embedding_size); with ``all_layers``, a list
+    of six (batch, n_frames, model.layer_widths[i]).
     """
     b, t, _ = frames.shape
     total = b * t
-    if out is None:
-        out = frames.new_empty(b, t, model.embedding_size)
-    flat_out = out.view(total, -1)
+    if all_layers:
+        outs = [frames.new_empty(b, t, w) for w in model.layer_widths]
+    else:
+        outs = [frames.new_empty(b, t, model.embedding_size) if out is None else out]
+    flat_outs = [o.view(total, -1) for o in outs]
     for s in range(0, total, max(1, int(max_frames))):
         idx = torch.arange(s, min(s + max_frames, total), device=frames.device)
-        chunk = frames[idx // t, idx % t]  # (n, 1024) copy of the rows needed
-        flat_out[s:s + len(idx)] = model.embed(normalize_frames(chunk))
-    return out
+        chunk = normalize_frames(frames[idx // t, idx % t])  # (n, 1024) copy of the rows needed
+        ys = model.layer_outputs(chunk) if all_layers else [model.embed(chunk)]
+        for flat, y in zip(flat_outs, ys):
+            flat[s:s + len(idx)] = y
+    return outs if all_layers else outs[0]
 
 
 # --------------------------------------------------------------------------------------

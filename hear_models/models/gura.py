@@ -45,7 +45,7 @@ import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -144,8 +144,9 @@ class SpeechMember(nn.Module):
         self.width = model.config.hidden_size
         self.normalize = bool(normalize)
 
-    def forward(self, audio: Tensor) -> Tensor:
-        """audio (batch, n) -> (batch, speech_frames(n), width)."""
+    def states(self, audio: Tensor) -> List[Tensor]:
+        """audio (batch, n) -> all n_states hidden states, each (batch, speech_frames(n),
+        width): 0 = CNN / projection output, n_states - 1 = ``last_hidden_state``."""
         if self.normalize:
             audio = normalize_waveform(audio)
         out = self.model(audio, output_hidden_states=True, return_dict=True)
@@ -153,7 +154,11 @@ class SpeechMember(nn.Module):
         if len(states) != self.n_states:
             raise RuntimeError(f"expected {self.n_states} hidden states, got {len(states)}")
         states[-1] = out.last_hidden_state  # transformers 4.x semantics (see module doc)
-        return self.selector.reduce(states)
+        return states
+
+    def forward(self, audio: Tensor) -> Tensor:
+        """audio (batch, n) -> (batch, speech_frames(n), width)."""
+        return self.selector.reduce(self.states(audio))
 
 
 def _hub_reachable() -> bool:
@@ -352,6 +357,25 @@ class GuraEncoder(FrameEncoder):
         else:
             self.embedding_size = sum(widths[k] for k in self.members)
         self.widths = widths
+        self.n_layers = len(self.layer_names)
+
+    @property
+    def layer_names(self) -> List[str]:
+        """``hidden_states`` member by member in the official order: ``hubert.0`` (CNN /
+        projection output) ... ``hubert.N`` (final output), ``wav2vec2.0`` ... , then
+        ``crepe.1`` ... ``crepe.6`` (its six conv layers; ``crepe.5`` is the embedding)."""
+        names = []
+        for k in self.members:
+            n = 6 if k == "crepe" else self.speech[k].n_states
+            names += [f"{k}.{i + (k == 'crepe')}" for i in range(n)]
+        return names
+
+    @property
+    def layer_widths(self) -> List[int]:
+        out = []
+        for k in self.members:
+            out += self.crepe.layer_widths if k == "crepe" else [self.widths[k]] * self.speech[k].n_states
+        return out
 
     # -- the frame grid ----------------------------------------------------------------
     def grid(self, scene: bool = False) -> Tuple[int, float]:
@@ -407,18 +431,58 @@ class GuraEncoder(FrameEncoder):
     # -- forward -----------------------------------------------------------------------
     def forward(self, audio: Tensor, scene: bool = False) -> Tensor:
         """A clip as one window: (batch, n) -> (batch, rows, D) (see :meth:`clip_rows`)."""
-        n = audio.shape[1]
-        rows, computed = self.clip_rows(n, scene)
+        rows, computed, clip = self._clip(audio, scene)
         if rows == 0:
             return audio.new_zeros(audio.shape[0], 0, self.embedding_size)
-        if self.has_speech and n < SPEECH_FIELD:
-            audio = F.pad(audio, (0, SPEECH_FIELD - n))
-        frames = self.compute(audio, scene)
+        return self._rows(self.compute(clip, scene), rows, computed)
+
+    def hidden_states(self, audio: Tensor, scene: bool = False) -> Iterator[Tensor]:
+        """Every member's every state (:attr:`layer_names`), on the rows of ``forward``:
+        (batch, rows, D_l) each. Speech members: their hidden states; CREPE: its six
+        layers (:meth:`Crepe.layer_outputs`), on the grid the variant puts CREPE on (its
+        own hop alone; resampled in time to the speech frames in a fusion, as the variant
+        resamples its embedding, never resized along the feature axis)."""
+        rows, computed, clip = self._clip(audio, scene)
+        if rows == 0:
+            for w in self.layer_widths:
+                yield audio.new_zeros(audio.shape[0], 0, w)
+            return
+        for h in self.compute_states(clip, scene):
+            yield self._rows(h, rows, computed)
+
+    def _clip(self, audio: Tensor, scene: bool) -> Tuple[int, int, Tensor]:
+        rows, computed = self.clip_rows(audio.shape[1], scene)
+        if self.has_speech and audio.shape[1] < SPEECH_FIELD:
+            audio = F.pad(audio, (0, SPEECH_FIELD - audio.shape[1]))
+        return rows, computed, audio
+
+    @staticmethod
+    def _rows(frames: Tensor, rows: int, computed: int) -> Tensor:
+        """Computed frames -> rows (the last frame repeated up to the clip's end)."""
         if frames.shape[1] != computed:
-            raise RuntimeError(f"{frames.shape[1]} frames for {n} samples, expected {computed}")
+            raise RuntimeError(f"{frames.shape[1]} frames computed, expected {computed}")
         if rows > computed:
             frames = torch.cat([frames, frames[:, -1:].expand(-1, rows - computed, -1)], dim=1)
         return frames
+
+    def compute_states(self, clip: Tensor, scene: bool = False) -> Iterator[Tensor]:
+        """Like :meth:`compute`, every member state (:attr:`layer_names`) on its own."""
+        if not self.has_speech:  # CREPE alone
+            hop = self.grid(scene)[0]
+            yield from self._crepe(frame_view(clip, 0, hop, 1 + clip.shape[1] // hop), all_layers=True)
+            return
+        for m in self.speech.values():
+            yield from m.states(clip)
+        if self.crepe is not None:
+            t = speech_frames(clip.shape[1])
+            if self.variant.fusion == "official":
+                hop = CREPE_SCENE_HOP if scene else CREPE_HOP
+                for c in self._crepe(frame_view(clip, 0, hop, 1 + clip.shape[1] // hop), all_layers=True):
+                    yield _official_resize(c, c.shape[2], t)  # time only
+            else:
+                last = clip.shape[1] // CREPE_HOP
+                for c in self._crepe(frame_view(clip, 0, CREPE_HOP, last + 1), all_layers=True):
+                    yield self._crepe_to_speech_frames(c, t)
 
     def compute(self, clip: Tensor, scene: bool = False) -> Tensor:
         """The frames the official code computes for ``clip`` (batch, n >= 400 for speech)."""
@@ -442,14 +506,19 @@ class GuraEncoder(FrameEncoder):
             return torch.stack(parts, dim=-1).flatten(start_dim=2)  # interleave per feature
         return torch.cat([outs[k] for k in self.members], dim=-1)
 
-    def _crepe(self, frames: Tensor) -> Tensor:
-        return embed_frames(self.crepe, frames, self.crepe_batch_frames)
+    def _crepe(self, frames: Tensor, all_layers: bool = False):
+        return embed_frames(self.crepe, frames, self.crepe_batch_frames, all_layers=all_layers)
 
     def _crepe_at_speech_frames(self, clip: Tensor, t: int) -> Tensor:
         """CREPE every 50 ms on the clip's time axis (centres 0, 50, ... ms), linearly
         interpolated in time to the centres 12.5 + 20 k ms of the t speech frames."""
         last = clip.shape[1] // CREPE_HOP  # CREPE frames 0 .. last
-        c = self._crepe(frame_view(clip, 0, CREPE_HOP, last + 1))
+        return self._crepe_to_speech_frames(self._crepe(frame_view(clip, 0, CREPE_HOP, last + 1)), t)
+
+    @staticmethod
+    def _crepe_to_speech_frames(c: Tensor, t: int) -> Tensor:
+        """(batch, last + 1, D) CREPE frames at 50 k ms -> (batch, t, D) at 12.5 + 20 k ms."""
+        last = c.shape[1] - 1
         pos = (SPEECH_HOP * torch.arange(t, dtype=torch.float64) + SPEECH_CENTER) / CREPE_HOP
         pos = pos.clamp(max=last)
         lo = pos.floor().long().clamp(max=max(last - 1, 0))

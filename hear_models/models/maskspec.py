@@ -623,7 +623,8 @@ class MaskSpecFrameEncoder(FrameEncoder):
         self.frontend = frontend
         self.encoder = encoder
         self.final = layers == "final"
-        self.layers = LayerSelector("last" if self.final else layers, combine, len(encoder.blocks))
+        self.n_layers = len(encoder.blocks)  # hidden_states: the blocks' outputs before norm
+        self.layers = LayerSelector("last" if self.final else layers, combine, self.n_layers)
         self.shifts = shifts
         self.freq_pool = freq_pool
         self.n_rows = encoder.dims.n_mels // encoder.dims.patch
@@ -633,8 +634,9 @@ class MaskSpecFrameEncoder(FrameEncoder):
     def n_frames(self, n_samples: int) -> int:
         return -(-int(n_samples) // FRAME_HOP)
 
-    def forward(self, audio: Tensor) -> Tensor:
-        """audio (B, n_samples) -> frames (B, ceil(n_samples / 1280), embedding_size)."""
+    def _grids(self, audio: Tensor):
+        """audio (B, n) -> block outputs (S B, 1 + rows * cols, width) one at a time, the
+        grid (rows, cols), B and K = n_frames(n)."""
         B = audio.shape[0]
         K = self.n_frames(audio.shape[1])
         mel = self.frontend(audio)  # (B, n_mels, T), frame j centred at 10 j ms
@@ -653,11 +655,12 @@ class MaskSpecFrameEncoder(FrameEncoder):
             x = torch.cat([padded[..., FRAME_MEL * s: FRAME_MEL * s + p * n_cols] for s in range(4)])
         else:
             x = padded
-        tokens, (h, w) = self.encoder.tokens(x)
-        hidden = self.encoder.run_blocks(self.encoder.with_cls(tokens))
-        out = self.layers.reduce(hidden)
-        if self.final:
-            out = self.encoder.norm(out)
+        tokens, grid = self.encoder.tokens(x)
+        return self.encoder.run_blocks(self.encoder.with_cls(tokens)), grid, B, K
+
+    def _frames(self, out: Tensor, grid: Tuple[int, int], B: int, K: int) -> Tensor:
+        """Tokens (S B, 1 + rows * cols, D) -> frames (B, K, D or rows * D)."""
+        h, w = grid
         out = out[:, 1:].reshape(out.shape[0], h, w, -1)  # (S B, rows, cols, width)
         if self.freq_pool == "mean":
             out = out.mean(dim=1)  # (S B, cols, width)
@@ -668,3 +671,19 @@ class MaskSpecFrameEncoder(FrameEncoder):
         else:
             out = out.repeat_interleave(FRAME_MEL, dim=1)
         return out[:, :K]
+
+    def hidden_states(self, audio: Tensor) -> Iterator[Tensor]:
+        """Every block's output (before the final ``norm``) on the 40 ms frames, its 8
+        frequency tokens per column pooled as ``freq_pool`` says: (B, n_frames, D) each
+        (``rows x D`` with ``freq_pool="concat"``)."""
+        hidden, grid, B, K = self._grids(audio)
+        for x in hidden:
+            yield self._frames(x, grid, B, K)
+
+    def forward(self, audio: Tensor) -> Tensor:
+        """audio (B, n_samples) -> frames (B, ceil(n_samples / 1280), embedding_size)."""
+        hidden, grid, B, K = self._grids(audio)
+        out = self.layers.reduce(hidden)
+        if self.final:
+            out = self.encoder.norm(out)
+        return self._frames(out, grid, B, K)
