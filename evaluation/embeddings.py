@@ -313,21 +313,27 @@ def _batches(clips: Sequence[str], batch_size: int):
         yield clips[i:i + batch_size]
 
 
-def embed_split(embedder: Embedder, task: TaskFolder, split: str, out_dir: Path,
-                prng: random.Random, bar=None) -> int:
-    """Embed one split into ``out_dir`` (heareval's files for that split); returns rows."""
-    data = task.splits[split]
-    clips = list(data)
+def split_batches(task: TaskFolder, split: str, sample_rate: int) -> List[List[str]]:
+    """The split's clips in heareval's batches (split order, heareval's batch size).
+
+    Batches are the unit of work of sharded extraction: a batch is computed whole by one
+    process, so every clip sees the same neighbours as in a single-process run."""
+    return list(_batches(list(task.splits[split]), heareval_batch_size(task.metadata, sample_rate)))
+
+
+def embed_clips(embedder: Embedder, task: TaskFolder, split: str, batches: Sequence[Sequence[str]],
+                rows_path: Path, bar=None) -> Dict[str, Any]:
+    """Embed the clips of ``batches``, appending float32 rows to ``rows_path``.
+
+    Returns the index of what was written: ``{"dim": D, "clips": {clip: [first_row,
+    n_rows, timestamps or None]}}`` (JSON-serialisable; a shard stores it beside its rows).
+    """
     event = task.embedding_type == "event"
     audio_dir = task.path / str(embedder.sample_rate) / split
-    tmp_path = out_dir / f".{split}.rows.tmp"
-    spans: List[Tuple[int, int]] = []  # per clip (in split order): first row, n rows
-    clip_timestamps: List[list] = []
-    clip_labels: List[Any] = []
-    n_rows, dim = 0, None
-    batch_size = heareval_batch_size(task.metadata, embedder.sample_rate)
-    with open(tmp_path, "wb") as tmp:
-        for batch in _batches(clips, batch_size):
+    index: Dict[str, Any] = {"dim": None, "clips": {}}
+    n_rows = 0
+    with open(rows_path, "wb") as tmp:
+        for batch in batches:
             audios = [_read_clip(audio_dir / c, embedder.sample_rate) for c in batch]
             groups: Dict[int, List[int]] = {}
             for i, a in enumerate(audios):  # equal lengths run together (heareval: one batch)
@@ -351,47 +357,64 @@ def embed_split(embedder: Embedder, task: TaskFolder, split: str, out_dir: Path,
                 rows = emb.reshape(1, -1) if not event else emb
                 if event and ts.ndim != 1:
                     raise ValueError(f"{audio_dir / clip}: timestamps must be 1-D per clip")
-                if dim is None:
-                    dim = rows.shape[1]
-                elif rows.shape[1] != dim:
-                    raise ValueError(f"{audio_dir / clip}: embedding width {rows.shape[1]} != {dim}")
+                if index["dim"] is None:
+                    index["dim"] = rows.shape[1]
+                elif rows.shape[1] != index["dim"]:
+                    raise ValueError(f"{audio_dir / clip}: embedding width {rows.shape[1]} != {index['dim']}")
                 tmp.write(rows.tobytes())
-                spans.append((n_rows, rows.shape[0]))
+                index["clips"][clip] = [n_rows, rows.shape[0], ts.tolist() if event else None]
                 n_rows += rows.shape[0]
-                if event:
-                    clip_timestamps.append(ts.tolist())
-                    # through JSON, as heareval's per-clip files: equal pickles, byte for byte
-                    clip_labels.append(json.loads(json.dumps(frame_labels(data[clip], ts))))
-                else:
-                    clip_labels.append(data[clip])
             if bar is not None:
                 bar.update(len(batch))
-    if dim is None:
-        raise TaskFolderError(f"{task.path / (split + '.json')}: the split lists no clips")
+    return index
 
+
+def write_split(task: TaskFolder, split: str, out_dir: Path, parts: Sequence[Tuple[Path, Dict[str, Any]]],
+                prng: random.Random) -> int:
+    """heareval's files of one split from computed rows (one part, or one per shard);
+    returns the number of rows."""
+    data = task.splits[split]
+    clips = list(data)
+    event = task.embedding_type == "event"
+    where: Dict[str, Tuple[int, list]] = {}
+    dims = {index["dim"] for _, index in parts if index["dim"] is not None}
+    if not dims:
+        raise TaskFolderError(f"{task.path / (split + '.json')}: the split lists no clips")
+    if len(dims) > 1:
+        raise ValueError(f"{task.name} {split}: the parts have different widths {sorted(dims)}")
+    dim = dims.pop()
+    srcs = []
+    for k, (rows_path, index) in enumerate(parts):
+        n = sum(v[1] for v in index["clips"].values())
+        srcs.append(np.memmap(rows_path, dtype=np.float32, mode="r", shape=(n, dim)) if n else None)
+        for clip, v in index["clips"].items():
+            where[clip] = (k, v)
+    missing = [c for c in clips if c not in where]
+    if missing:
+        raise ValueError(f"{task.name} {split}: no embedding for {len(missing)} clip(s), e.g. {missing[0]}")
     # heareval's order: the clip list shuffled by the task's generator
     order = list(range(len(clips)))
     prng.shuffle(order)
+    n_rows = sum(where[c][1][1] for c in clips)
     (out_dir / f"{split}.embedding-dimensions.json").write_text(json.dumps((n_rows, dim)))
-    src = np.memmap(tmp_path, dtype=np.float32, mode="r", shape=(n_rows, dim))
     dst = np.memmap(out_dir / f"{split}.embeddings.npy", dtype=np.float32, mode="w+", shape=(n_rows, dim))
     labels: List[Any] = []
     filename_timestamps: List[Tuple[str, float]] = []
     row = 0
     for i in order:
-        first, n = spans[i]
-        dst[row:row + n] = src[first:first + n]
+        k, (first, n, ts) = where[clips[i]]
+        dst[row:row + n] = srcs[k][first:first + n]
         row += n
         if event:
-            labels += clip_labels[i]
+            # through JSON, as heareval's per-clip files: equal pickles, byte for byte
+            labels += json.loads(json.dumps(frame_labels(data[clips[i]], np.asarray(ts))))
             # heareval's slug: the path of its per-clip file without ".embedding.npy"
             slug = str(out_dir.joinpath(split, clips[i]))
-            filename_timestamps += [(slug, t) for t in clip_timestamps[i]]
+            filename_timestamps += [(slug, t) for t in ts]
         else:
-            labels.append(clip_labels[i])
+            labels.append(data[clips[i]])
     dst.flush()
-    del dst, src
-    tmp_path.unlink()
+    del dst, srcs
     with open(out_dir / f"{split}.target-labels.pkl", "wb") as f:
         pickle.dump(labels, f)
     if event:
@@ -399,36 +422,132 @@ def embed_split(embedder: Embedder, task: TaskFolder, split: str, out_dir: Path,
     return n_rows
 
 
-def embed_task(embedder: Embedder, task: TaskFolder, embed_task_dir: Path, progress: bool = True) -> float:
-    """Write one task's embeddings; returns seconds. Overwrites an unfinished folder."""
-    embed_task_dir = Path(embed_task_dir)
+def embed_split(embedder: Embedder, task: TaskFolder, split: str, out_dir: Path,
+                prng: random.Random, bar=None) -> int:
+    """Embed one split into ``out_dir`` (heareval's files for that split); returns rows."""
+    tmp_path = out_dir / f".{split}.rows.tmp"
+    index = embed_clips(embedder, task, split, split_batches(task, split, embedder.sample_rate), tmp_path, bar)
+    n_rows = write_split(task, split, out_dir, [(tmp_path, index)], prng)
+    tmp_path.unlink()
+    return n_rows
+
+
+def _progress_bar(task: TaskFolder, total: int, progress: bool, desc: str):
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="clip", leave=False)
+
+
+def _start_task_dir(task: TaskFolder, embed_task_dir: Path) -> random.Random:
+    """A fresh task folder with the task's metadata files; heareval's row-order generator."""
     if embed_task_dir.exists():
         shutil.rmtree(embed_task_dir)
     embed_task_dir.mkdir(parents=True)
-    start = time.time()
     shutil.copy(task.path / "task_metadata.json", embed_task_dir)
     shutil.copy(task.path / "labelvocabulary.csv", embed_task_dir)
+    for split in task.metadata["splits"]:
+        shutil.copy(task.path / f"{split}.json", embed_task_dir)
     prng = random.Random()
     prng.seed(0)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    return prng
 
-        bar = tqdm(total=sum(len(d) for d in task.splits.values()), desc=f"embed {task.name}",
-                   unit="clip", leave=False)
+
+def _finish_task_dir(embed_task_dir: Path, elapsed: float, device: str, **extra) -> None:
+    (embed_task_dir / "profile.embeddings.json").write_text(json.dumps(
+        {"time_elapsed": elapsed, "gpu_max_mem": None, "gpu_device_name": device,
+         "extractor": "hear_models.evaluation.embeddings", **extra}, indent=4))
+    (embed_task_dir / DONE_MARKER).touch()
+
+
+def embed_task(embedder: Embedder, task: TaskFolder, embed_task_dir: Path, progress: bool = True) -> float:
+    """Write one task's embeddings; returns seconds. Overwrites an unfinished folder."""
+    embed_task_dir = Path(embed_task_dir)
+    start = time.time()
+    prng = _start_task_dir(task, embed_task_dir)
+    bar = _progress_bar(task, sum(len(d) for d in task.splits.values()), progress, f"embed {task.name}")
     try:
         for split in task.metadata["splits"]:
-            shutil.copy(task.path / f"{split}.json", embed_task_dir)
             embed_split(embedder, task, split, embed_task_dir, prng, bar)
     finally:
         if bar is not None:
             bar.close()
     elapsed = time.time() - start
-    (embed_task_dir / "profile.embeddings.json").write_text(json.dumps(
-        {"time_elapsed": elapsed, "gpu_max_mem": None, "gpu_device_name": embedder.device,
-         "extractor": "hear_models.evaluation.embeddings"}, indent=4))
-    (embed_task_dir / DONE_MARKER).touch()
+    _finish_task_dir(embed_task_dir, elapsed, embedder.device)
     return elapsed
+
+
+# -- sharded extraction ------------------------------------------------------------------
+# Shard k of n computes heareval batches k, k + n, k + 2n, ... of every split into
+# ``<embeddings>/<model>/.<task>.shards-<n>/`` (rows + index per split, then a done marker
+# per shard), so an interrupted run redoes only the shards without a marker. Once every
+# shard is done, one process merges them into the task folder, in heareval's format and
+# row order: the files equal a single-process run's (same batches, same neighbours;
+# bit for bit on the same device and thread count).
+def shard_dir(embed_task_dir: Path, n_shards: int) -> Path:
+    embed_task_dir = Path(embed_task_dir)
+    return embed_task_dir.parent / f".{embed_task_dir.name}.shards-{n_shards}"
+
+
+def shard_done(embed_task_dir: Path, shard: int, n_shards: int) -> bool:
+    return (shard_dir(embed_task_dir, n_shards) / f"done.{shard}").exists()
+
+
+def embed_task_shard(embedder: Embedder, task: TaskFolder, embed_task_dir: Path, shard: int,
+                     n_shards: int, progress: bool = True) -> Optional[float]:
+    """Compute shard ``shard`` of ``n_shards`` of a task; returns seconds, or None when that
+    shard (or the whole task) was done before."""
+    if not 0 <= shard < n_shards:
+        raise ValueError(f"shard {shard} of {n_shards}: expected 0 <= shard < n_shards")
+    if is_done(embed_task_dir) or shard_done(embed_task_dir, shard, n_shards):
+        return None
+    folder = shard_dir(embed_task_dir, n_shards)
+    folder.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    work = {split: split_batches(task, split, embedder.sample_rate)[shard::n_shards]
+            for split in task.metadata["splits"]}
+    bar = _progress_bar(task, sum(len(c) for b in work.values() for c in b), progress,
+                        f"embed {task.name} [{shard + 1}/{n_shards}]")
+    try:
+        for split, batches in work.items():
+            index = embed_clips(embedder, task, split, batches, folder / f"{split}.{shard}.rows", bar)
+            index["sample_rate"] = embedder.sample_rate
+            (folder / f"{split}.{shard}.json").write_text(json.dumps(index))
+    finally:
+        if bar is not None:
+            bar.close()
+    elapsed = time.time() - start
+    (folder / f"done.{shard}").write_text(json.dumps({"seconds": elapsed, "device": embedder.device}))
+    return elapsed
+
+
+def merge_shards(task: TaskFolder, embed_task_dir: Path, n_shards: int, exclusive: bool = True) -> bool:
+    """Merge a task's finished shards into its heareval folder; False if a shard is
+    missing (nothing written). ``exclusive``: safe to call from several processes, one
+    merges (through a lock file; a merge that crashed leaves it: delete ``merge.lock``);
+    False: the caller is the only merger (torchrun's rank 0)."""
+    embed_task_dir = Path(embed_task_dir)
+    folder = shard_dir(embed_task_dir, n_shards)
+    if is_done(embed_task_dir):
+        return True
+    if not all(shard_done(embed_task_dir, k, n_shards) for k in range(n_shards)):
+        return False
+    if exclusive:
+        try:
+            os.close(os.open(folder / "merge.lock", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return False  # another process merges
+    prng = _start_task_dir(task, embed_task_dir)
+    for split in task.metadata["splits"]:
+        parts = [(folder / f"{split}.{k}.rows", json.loads((folder / f"{split}.{k}.json").read_text()))
+                 for k in range(n_shards)]
+        write_split(task, split, embed_task_dir, parts, prng)
+    done = [json.loads((folder / f"done.{k}").read_text()) for k in range(n_shards)]
+    _finish_task_dir(embed_task_dir, max(d["seconds"] for d in done), done[0]["device"],
+                     shards=n_shards, shard_seconds=[d["seconds"] for d in done])
+    shutil.rmtree(folder)
+    return True
 
 
 def is_done(embed_task_dir: Path) -> bool:

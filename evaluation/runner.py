@@ -17,6 +17,17 @@ skipped, so an interrupted run resumes); then heareval's own predictions runner 
 and scores the shallow classifiers in a subprocess with its fixes
 (:mod:`hear_models.evaluation._heareval_predict`). Finally ``results.md|csv|json`` are
 written to ``--out`` and the Markdown table is printed.
+
+Sharded extraction (many processes, GPUs or nodes sharing one filesystem)::
+
+    torchrun --nproc_per_node 4 [--nnodes N ...] -m hear_models.evaluation.runner MODEL --tasks DIR ...
+    hear-models evaluate MODEL --tasks DIR --shard K/N ...      # any scheduler, e.g. a job array
+
+Each process embeds every N-th heareval batch of every task (rank / world size from
+torchrun's environment, or ``--shard``); a shard writes its own done marker, so a rerun
+only computes missing shards. With torchrun, rank 0 waits for all shards, merges them into
+heareval's folders (files equal to a single-process run) and runs the predictions; with
+``--shard``, the last shard to finish merges, and predictions wait for a plain run.
 """
 
 from __future__ import annotations
@@ -32,7 +43,8 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .embeddings import Embedder, TaskFolderError, embed_task, is_done, options_suffix, read_task
+from .embeddings import (Embedder, TaskFolderError, embed_task, embed_task_shard, is_done, merge_shards,
+                         options_suffix, read_task)
 from .predict import GRIDS, run_predictions
 from .results import markdown, task_rows, write_results
 
@@ -176,18 +188,58 @@ def load_embedder(module_path: str, weights: str, options: dict, device: Optiona
 
 
 # -- the command -----------------------------------------------------------------------
+def launcher_shard() -> Tuple[int, int, bool]:
+    """(rank, world size, launched) from torchrun's environment; (0, 1, False) without one."""
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), True
+    return 0, 1, False
+
+
+def parse_shard(text: str) -> Tuple[int, int]:
+    """``"K/N"`` -> (K, N), 0 <= K < N."""
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard {text!r}: expected K/N, e.g. 0/4") from None
+    if not 0 <= k < n:
+        raise ValueError(f"--shard {text!r}: expected 0 <= K < N")
+    return k, n
+
+
+def _wait_merged(pairs, n_shards: int, say, poll: float = 2.0) -> None:
+    """Rank 0 of a launched run: merge every task as soon as all its shards are done."""
+    pending = list(pairs)
+    while pending:
+        pending = [(t, d) for t, d in pending if not merge_shards(t, d, n_shards, exclusive=False)]
+        if pending:
+            time.sleep(poll)
+    say(f"merged {len(pairs)} task(s) from {n_shards} shards")
+
+
 def evaluate(models: Sequence[str], tasks: str, only: Optional[Sequence[str]] = None,
              model_options: Optional[dict] = None, weights: Optional[str] = None,
              grid: str = "default", grid_points: int = 8, out: Path = Path("hear_eval"),
              embeddings_dir: Optional[Path] = None, device: Optional[str] = None,
-             seed: int = 0, predict: bool = True, progress: bool = True) -> Tuple[List[dict], int]:
-    """Evaluate models on tasks; returns (result rows, number of failed tasks)."""
+             seed: int = 0, predict: bool = True, progress: bool = True,
+             shard: Optional[Tuple[int, int]] = None) -> Tuple[List[dict], int]:
+    """Evaluate models on tasks; returns (result rows, number of failed tasks).
+
+    ``shard=(k, n)``: compute only shard k of n of the embeddings (see the module
+    docstring); ``None``: torchrun's rank and world size if launched by it, else all.
+    """
+    rank, world, launched = launcher_shard() if shard is None else (*shard, False)
+    if launched and device is None:
+        import torch
+
+        if torch.cuda.is_available():
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     out = Path(out).resolve()
     emb_root = Path(embeddings_dir).resolve() if embeddings_dir else out / "embeddings"
     user_options = dict(model_options or {})
     rows: List[dict] = []
     failures = 0
     t_all = time.time()
+    merger = world == 1 or (launched and rank == 0)
     for name in models:
         module_path, w, options, folder = resolve_model(name, weights, user_options)
         t0 = time.time()
@@ -209,11 +261,24 @@ def evaluate(models: Sequence[str], tasks: str, only: Optional[Sequence[str]] = 
             if is_done(emb_dir):
                 say(f"[{name}] embeddings {task.name}: done before, skipped")
                 continue
-            s = embed_task(embedder, task, emb_dir, progress=progress)
+            if world == 1:
+                s = embed_task(embedder, task, emb_dir, progress=progress)
+            else:
+                s = embed_task_shard(embedder, task, emb_dir, rank, world, progress=progress)
+                if s is None:
+                    say(f"[{name}] embeddings {task.name} shard {rank}/{world}: done before, skipped")
+                    s = 0.0
+                if not launched:  # the last shard to finish merges
+                    merge_shards(task, emb_dir, world)
             seconds[task.name] = {"embed": s}
-            say(f"[{name}] embeddings {task.name}: {s:.1f} s")
+            say(f"[{name}] embeddings {task.name}{'' if world == 1 else f' shard {rank}/{world}'}: {s:.1f} s")
         del embedder
         gc.collect()
+        if world > 1:
+            if launched and rank == 0:
+                _wait_merged(list(zip(checked, emb_dirs)), world, say)
+            else:
+                continue  # other ranks / --shard runs: no predictions, no results
         if predict:
             say(f"[{name}] heareval predictions: grid {grid}, {grid_points} grid point(s), "
                 f"{len(emb_dirs)} task(s); log {out / 'logs' / (folder + '.predictions.log')}")
@@ -228,7 +293,8 @@ def evaluate(models: Sequence[str], tasks: str, only: Optional[Sequence[str]] = 
     settings = {"models": list(models), "tasks": str(tasks), "only": list(only or []),
                 "model_options": user_options, "weights": weights, "grid": grid,
                 "grid_points": grid_points, "seed": seed, "wall_s": round(time.time() - t_all, 1)}
-    write_results(rows, out, settings)
+    if merger:
+        write_results(rows, out, settings)
     return rows, failures
 
 
@@ -250,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="torch device for embeddings (default: cuda if available)")
     p.add_argument("--seed", type=int, default=0, help="seed of a generated suite")
     p.add_argument("--embeddings-only", action="store_true", help="stop after the embeddings")
+    p.add_argument("--shard", default=None, metavar="K/N", help="compute only shard K of N of the "
+                   "embeddings (0-based; the last to finish merges); under torchrun the rank is used")
     p.add_argument("--quiet", action="store_true")
     return p
 
@@ -267,17 +335,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if a.grid_points < 1:
         print("error: --grid-points must be >= 1", file=sys.stderr)
         return 2
+    try:
+        shard = parse_shard(a.shard) if a.shard else None
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     t0 = time.time()
     try:
         rows, failures = evaluate(a.models, a.tasks, a.task, options, a.weights, a.grid, a.grid_points,
                                   Path(a.out), a.embeddings_dir, a.device, a.seed,
-                                  predict=not a.embeddings_only, progress=not a.quiet)
+                                  predict=not a.embeddings_only, progress=not a.quiet, shard=shard)
     except TaskFolderError as e:
         print(f"error: bad task folder: {e}", file=sys.stderr)
         return 2
     except SuiteUnavailable as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if not rows:  # a shard of a sharded run: rank 0 / a plain run writes the results
+        return 0
     print(markdown(rows))
     out = Path(a.out)
     print(f"results: {out / 'results.md'}, {out / 'results.csv'}, {out / 'results.json'} "
