@@ -9,6 +9,8 @@
     hear-models train CONFIG [key=value ...] (hear_models.training.cli)
     hear-models evaluate MODEL... --tasks DIR|smoke|mini [--grid faster] ...
                                              (hear_models.evaluation.runner)
+    hear-models probe MODEL... --tasks DIR|smoke|mini [--layers all|LIST]
+        [--protocol linear|heareval] ...     (hear_models.evaluation.probe)
 
 Subsystems own their subcommands: ``DELEGATED`` maps a command to a module whose
 ``main(argv) -> int`` parses the rest of the command line (imported only when run).
@@ -30,6 +32,8 @@ DELEGATED = {
     "train": ("hear_models.training.cli", "pretrain / fine-tune (Lightning): CONFIG key=value, export, configs"),
     "evaluate": ("hear_models.evaluation.runner",
                  "embeddings + heareval's shallow-classifier protocol -> results table"),
+    "probe": ("hear_models.evaluation.probe",
+              "layer-wise probes: score per task x block, best block per class, figures, report"),
 }
 
 # hearvalidator always warns this, whatever the model: it is advice, not a finding.

@@ -1,0 +1,871 @@
+"""``hear-models probe``: which block of which model knows what (layer-wise probe reports).
+
+    hear-models probe MODEL... --tasks DIR|smoke|mini [--task NAME ...]
+        [--layers all|LIST] [--protocol linear|heareval] [--out DIR] [--cache-dir DIR]
+        [--seed N] [--grid faster] [--grid-points N] [--max-train-frames N]
+
+For every block of every model (the registry's ``hidden_states`` interface, through
+``HearModel.layer_scene_embeddings`` / ``layer_timestamp_embeddings``: fusion members
+block by block, e.g. ``hubert.3``, ``crepe.5``), the mean of all blocks (per fusion
+member: ``hubert.mean``; only over blocks of one width) and the model's default HEAR
+embedding, a probe is fitted per task and scored with the task's own metrics:
+
+- ``linear`` (default): a linear classifier as in the Whisper-AT paper's layer-wise
+  analysis: features standardised on the training split, softmax (multiclass) or sigmoid
+  (multilabel, events) outputs, full-batch L-BFGS from zero weights (a convex problem:
+  no random initialisation), L2 weight chosen from :data:`L2_GRID` on the task's own
+  validation split (k-fold: heareval's rule, fold i tests, fold i + 1 validates, the rest
+  train), scored by heareval's own score functions. Event tasks are probed frame by
+  frame; frame posteriors become events through heareval's own post-processing (median
+  filter, minimum duration; the task's grid, chosen on validation) and are scored with
+  the task's event metric.
+- ``heareval``: heareval's full shallow-classifier protocol (:mod:`.predict`) on every
+  layer's embeddings, written in heareval's format from the same cached features.
+
+Features are extracted once per clip for all layers (one pass over the blocks plus the
+default embedding) into ``--cache-dir`` (default ``OUT/features``) in the evaluation
+runner's row format (:func:`.embeddings.embed_clips`), keyed by the model, its options
+and the task's files; a later run, another ``--layers`` or ``--protocol`` reuses them.
+
+Outputs in ``--out``: ``probe.csv`` / ``probe.json`` (score per model x task x layer),
+``best_layers.csv`` (per class, the block whose probe ranks it best: the Whisper-AT
+Figure 3 histogram), ``scores.png``, ``best_layer_hist.png`` and ``report.md``.
+Deterministic: the same features and seed give the same numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .embeddings import TaskFolder, TaskFolderError, embed_clips, frame_labels, read_task, split_batches
+from .hear2021 import LOWER_IS_BETTER
+
+FORMAT = 1
+PROTOCOLS = ("linear", "heareval")
+L2_GRID = (1e-1, 1e-2, 1e-3, 1e-4)  # weight of 0.5 ||W||^2 beside the mean loss; each fit
+# starts from the solution of the one before (strongest first), so weaker ones converge fast
+LBFGS_ITERATIONS = 100
+MAX_TRAIN_FRAMES = 20_000  # event tasks: training frames per fit (a seeded subsample above)
+
+
+# -- the layers of a model ---------------------------------------------------------------
+@dataclass(frozen=True)
+class Layer:
+    """One probed representation: a block, a mean of blocks, or the default embedding."""
+
+    key: str  # "3", "hubert.3", "mean", "hubert.mean", "default"
+    kind: str  # "block" | "mean" | "default"
+    blocks: Tuple[int, ...]  # indices of the blocks it is made of (empty: default)
+    depth: Optional[int] = None  # a block's index within its member (its x position)
+
+
+def layer_plan(names: Sequence[str]) -> List[Layer]:
+    """Blocks in order, then per member (``name.split('.')[0]``, or the whole model when
+    names carry no member) the mean of its blocks, then the default embedding."""
+    out: List[Layer] = []
+    groups: Dict[str, List[int]] = {}
+    for i, name in enumerate(names):
+        member = name.rsplit(".", 1)[0] if "." in name else ""
+        groups.setdefault(member, []).append(i)
+        out.append(Layer(name, "block", (i,), len(groups[member]) - 1))
+    for member, idx in groups.items():
+        if len(idx) > 1:
+            out.append(Layer(f"{member}.mean" if member else "mean", "mean", tuple(idx)))
+    out.append(Layer("default", "default", ()))
+    return out
+
+
+def select_layers(plan: List[Layer], spec: str) -> List[Layer]:
+    """``all`` or a comma-separated list of block indices (negative from the end), layer
+    names (``hubert.3``, ``mean``, ``default``); unknown entries are an error."""
+    if spec == "all":
+        return list(plan)
+    blocks = [p for p in plan if p.kind == "block"]
+    by_key = {p.key: p for p in plan}
+    picked: List[Layer] = []
+    for item in (s.strip() for s in spec.split(",")):
+        if not item:
+            continue
+        if item in by_key:
+            layer = by_key[item]
+        else:
+            try:
+                i = int(item)
+            except ValueError:
+                raise ValueError(f"--layers: no layer {item!r}; this model has {[p.key for p in plan]}") from None
+            if not -len(blocks) <= i < len(blocks):
+                raise ValueError(f"--layers: block {i} does not exist (the model has {len(blocks)} blocks, "
+                                 f"0 .. {len(blocks) - 1})")
+            layer = blocks[i]
+        if layer not in picked:
+            picked.append(layer)
+    if not picked:
+        raise ValueError("--layers: the list is empty")
+    return picked
+
+
+# -- features: every block and the default, once per clip ----------------------------------
+class LayerEmbedder:
+    """An :class:`~.embeddings.Embedder` whose rows are every block's embedding and the
+    default one side by side: [block 0 | block 1 | ... | default]. ``embed_clips`` runs
+    it like any embedder (heareval's batches, one row per clip or per frame)."""
+
+    def __init__(self, embedder):
+        model = embedder.model
+        enc = getattr(model, "encoder", None)
+        if not hasattr(model, "layer_scene_embeddings") or not getattr(enc, "n_layers", 0):
+            raise SystemExit(f"error: {embedder.module.__name__}'s model exposes no blocks "
+                             "(hear_models.hear_api.HearModel with an encoder's hidden_states); "
+                             "layer-wise probes need a model of this package")
+        self.embedder = embedder
+        self.model = model
+        self.sample_rate = embedder.sample_rate
+        self.device = embedder.device
+        self.layer_names = list(enc.layer_names)
+        self.widths: Optional[List[int]] = None
+        self.calls = 0
+
+    def _join(self, layers, default: np.ndarray) -> np.ndarray:
+        parts = [h.detach().cpu().numpy() for h in layers] + [default]
+        widths = [p.shape[-1] for p in parts]
+        if self.widths is None:
+            self.widths = widths
+        elif widths != self.widths:
+            raise ValueError(f"layer widths changed between batches: {widths} != {self.widths}")
+        return np.concatenate(parts, axis=-1)
+
+    def scene(self, audio: np.ndarray) -> np.ndarray:
+        import torch
+
+        self.calls += 1
+        with torch.no_grad():
+            layers = self.model.layer_scene_embeddings(torch.tensor(audio, device=self.device))
+        return self._join(layers, self.embedder.scene(audio))
+
+    def timestamp(self, audio: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        self.calls += 1
+        with torch.no_grad():
+            layers, ts = self.model.layer_timestamp_embeddings(torch.tensor(audio, device=self.device))
+        emb, ts_default = self.embedder.timestamp(audio)
+        if ts.shape != ts_default.shape or not np.allclose(ts.cpu().numpy(), ts_default, atol=1e-3):
+            raise ValueError("per-block frames and the default timestamp embedding disagree on the timestamps")
+        return self._join(layers, emb), ts_default
+
+
+def _task_key(task: TaskFolder) -> Dict[str, str]:
+    from hear_models.checkpoints import sha256_file
+
+    files = ["task_metadata.json", "labelvocabulary.csv"] + [f"{s}.json" for s in task.metadata["splits"]]
+    return {f: sha256_file(task.path / f) for f in files}
+
+
+@dataclass
+class Features:
+    """A task's cached features for one model: per split, rows x [blocks | default]."""
+
+    folder: Path
+    info: Dict[str, Any]
+    index: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    _rows: Dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def layer_names(self) -> List[str]:
+        return self.info["layer_names"]
+
+    def rows(self, split: str) -> np.ndarray:
+        if split not in self._rows:
+            n = sum(v[1] for v in self.index[split]["clips"].values())
+            self._rows[split] = np.memmap(self.folder / f"{split}.rows", dtype=np.float32, mode="r",
+                                          shape=(n, self.index[split]["dim"]))
+        return self._rows[split]
+
+    def columns(self, layer: Layer) -> List[Tuple[int, int]]:
+        widths = self.info["widths"]
+        starts = np.concatenate([[0], np.cumsum(widths)]).astype(int)
+        idx = layer.blocks if layer.kind != "default" else (len(widths) - 1,)
+        return [(int(starts[i]), int(starts[i + 1])) for i in idx]
+
+    def matrix(self, split: str, layer: Layer) -> np.ndarray:
+        """(rows, D) float32 of one layer (a mean: the mean of its blocks' columns)."""
+        rows = self.rows(split)
+        cols = self.columns(layer)
+        if len({b - a for a, b in cols}) > 1:
+            raise ValueError(f"{layer.key}: blocks of different widths cannot be averaged")
+        out = np.array(rows[:, cols[0][0]:cols[0][1]], dtype=np.float32)
+        for a, b in cols[1:]:
+            out += rows[:, a:b]
+        return out / len(cols) if len(cols) > 1 else out
+
+
+def extract_features(task: TaskFolder, folder: Path, key: Dict[str, Any],
+                     make_embedder: Callable[[], LayerEmbedder], progress: bool = True) -> Tuple[Features, float]:
+    """A task's features from ``folder``, computed there first unless cached under the same
+    ``key`` (model, options, the task's file hashes). Returns (features, seconds spent)."""
+    folder = Path(folder)
+    info_path = folder / "features.json"
+    key = {**key, "format": FORMAT, "task_files": _task_key(task)}
+    if info_path.is_file():
+        info = json.loads(info_path.read_text())
+        if info.get("key") == key:
+            feats = Features(folder, info)
+            for split in task.metadata["splits"]:
+                feats.index[split] = json.loads((folder / f"{split}.index.json").read_text())
+            return feats, 0.0
+        info_path.unlink()  # stale: another model build or changed task files
+    folder.mkdir(parents=True, exist_ok=True)
+    embedder = make_embedder()
+    t0 = time.time()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=sum(len(d) for d in task.splits.values()), desc=f"features {task.name}",
+                   unit="clip", leave=False)
+    feats = Features(folder, {})
+    try:
+        for split in task.metadata["splits"]:
+            index = embed_clips(embedder, task, split, split_batches(task, split, embedder.sample_rate),
+                                folder / f"{split}.rows", bar)
+            (folder / f"{split}.index.json").write_text(json.dumps(index))
+            feats.index[split] = index
+    finally:
+        if bar is not None:
+            bar.close()
+    seconds = time.time() - t0
+    feats.info = {"key": key, "layer_names": embedder.layer_names, "widths": embedder.widths,
+                  "seconds": round(seconds, 1), "device": embedder.device}
+    info_path.write_text(json.dumps(feats.info, indent=1))  # written last: the done marker
+    return feats, seconds
+
+
+# -- labels and folds --------------------------------------------------------------------
+def fold_plan(metadata: Dict[str, Any]) -> List[Dict[str, List[str]]]:
+    """heareval's runs: train/valid/test, or k-fold (test i, valid i + 1, train the rest)."""
+    from heareval.predictions.task_predictions import get_splits_from_metadata
+
+    return get_splits_from_metadata(metadata)
+
+
+@dataclass
+class SplitData:
+    """Rows of some splits, their multi-hot targets, and (events) clip and time per row."""
+
+    targets: np.ndarray  # (rows, n_labels) float32
+    clips: List[str]  # per row
+    timestamps: Optional[np.ndarray] = None  # per row, ms (events)
+    events: Dict[str, list] = field(default_factory=dict)  # clip -> reference events
+
+
+def split_data(task: TaskFolder, feats: Features, split: str) -> SplitData:
+    vocab = {lab: i for i, lab in enumerate(task.labels)}
+    event = task.embedding_type == "event"
+    data = task.splits[split]
+    n = feats.rows(split).shape[0]
+    targets = np.zeros((n, len(vocab)), dtype=np.float32)
+    clips: List[str] = [""] * n
+    ts_all = np.zeros(n) if event else None
+    for clip, (first, count, ts) in feats.index[split]["clips"].items():
+        clips[first:first + count] = [clip] * count
+        if event:
+            ts_all[first:first + count] = ts
+            for j, labels in enumerate(frame_labels(data[clip], np.asarray(ts))):
+                for lab in labels:
+                    targets[first + j, vocab[str(lab)]] = 1.0
+        else:
+            for lab in data[clip]:
+                targets[first, vocab[str(lab)]] = 1.0
+    return SplitData(targets, clips, ts_all, dict(data) if event else {})
+
+
+def _concat(parts: List[SplitData]) -> SplitData:
+    return SplitData(np.concatenate([p.targets for p in parts]), sum((p.clips for p in parts), []),
+                     None if parts[0].timestamps is None else np.concatenate([p.timestamps for p in parts]),
+                     {k: v for p in parts for k, v in p.events.items()})
+
+
+# -- the linear probe ----------------------------------------------------------------------
+def fit_linear(x: np.ndarray, y: np.ndarray, multiclass: bool, l2: float,
+               iterations: int = LBFGS_ITERATIONS, init=None):
+    """Logistic regression (softmax or per-label sigmoid) by full-batch L-BFGS from zeros
+    (or from ``init``, an earlier solution).
+
+    x : (n, D) standardised features; y : (n, C) multi-hot -> (W (D, C), b (C,))."""
+    import torch
+
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    if init is None:
+        w = torch.zeros(x.shape[1], y.shape[1], requires_grad=True)
+        b = torch.zeros(y.shape[1], requires_grad=True)
+    else:
+        w, b = (t.clone().requires_grad_(True) for t in init)
+    target = yt.argmax(1) if multiclass else yt
+    loss_fn = torch.nn.functional.cross_entropy if multiclass else torch.nn.functional.binary_cross_entropy_with_logits
+    opt = torch.optim.LBFGS([w, b], lr=1, max_iter=iterations, tolerance_grad=1e-7, tolerance_change=1e-10,
+                            history_size=20, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = loss_fn(xt @ w + b, target) + 0.5 * l2 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return w.detach(), b.detach()
+
+
+def predict_linear(params, x: np.ndarray, multiclass: bool) -> np.ndarray:
+    import torch
+
+    w, b = params
+    logits = torch.from_numpy(x) @ w + b
+    return (logits.softmax(1) if multiclass else logits.sigmoid()).numpy()
+
+
+def _score_value(ret) -> float:
+    """heareval score functions return a float or ((name, value), ...): the first value."""
+    return float(ret[0][1]) if isinstance(ret, tuple) else float(ret)
+
+
+class TaskScorer:
+    """The task's metrics, computed by heareval's own score functions."""
+
+    def __init__(self, task: TaskFolder):
+        from heareval.score import available_scores
+
+        self.task = task
+        self.metrics = list(task.metadata["evaluation"])
+        self.label_to_idx = {lab: i for i, lab in enumerate(task.labels)}
+        self.fns = {m: available_scores[m](label_to_idx=self.label_to_idx) for m in self.metrics}
+        self.event = task.embedding_type == "event"
+        if self.event:
+            from heareval.predictions.task_predictions import EVENT_POSTPROCESSING_GRID
+            from sklearn.model_selection import ParameterGrid
+
+            grid = task.metadata.get("evaluation_params", {}).get("event_postprocessing_grid",
+                                                                  EVENT_POSTPROCESSING_GRID)
+            self.postprocessing = [tuple(p.items()) for p in ParameterGrid(grid)]
+
+    @property
+    def primary(self) -> str:
+        return self.metrics[0]
+
+    def better(self, a: float, b: float) -> bool:
+        """a strictly better than b on the primary metric (NaN is never better)."""
+        if math.isnan(a):
+            return False
+        if math.isnan(b):
+            return True
+        return a < b if self.primary in LOWER_IS_BETTER else a > b
+
+    def scores(self, probs: np.ndarray, data: SplitData, metrics: Sequence[str],
+               postprocessing=None) -> Tuple[Dict[str, float], Any]:
+        """{metric: value} on these rows; events: with ``postprocessing`` (None: the one of
+        the task's grid best on the primary metric), returned beside the scores."""
+        if not self.event:
+            return {m: self._safe(lambda: self.fns[m](probs, data.targets)) for m in metrics}, None
+        import torch
+        from heareval.predictions.task_predictions import get_events_for_all_files
+
+        idx_to_label = {i: lab for lab, i in self.label_to_idx.items()}
+        grid = [postprocessing] if postprocessing is not None else self.postprocessing
+        by_pp: Dict[Any, Dict[str, list]] = {}
+        for pp in grid:
+            by_pp.update(get_events_for_all_files(torch.from_numpy(probs), data.clips,
+                                                  torch.from_numpy(data.timestamps), idx_to_label, {}, pp))
+        reference = {clip: data.events[clip] for clip in dict.fromkeys(data.clips)}
+        best, best_pp = None, None
+        for pp in grid:
+            pred = {clip: by_pp[pp].get(clip, []) for clip in reference}
+            s = {m: self._safe(lambda: self.fns[m](pred, reference)) for m in metrics}
+            if best is None or self.better(s[self.primary], best[self.primary]):
+                best, best_pp = s, pp
+        return best, best_pp
+
+    @staticmethod
+    def _safe(fn) -> float:
+        try:
+            return _score_value(fn())
+        except (ValueError, ZeroDivisionError):
+            return float("nan")
+
+
+def per_class_ap(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Average precision of each class's scores (NaN where the class has no positive)."""
+    from sklearn.metrics import average_precision_score
+
+    out = np.full(targets.shape[1], np.nan)
+    for c in range(targets.shape[1]):
+        if targets[:, c].any():
+            out[c] = average_precision_score(targets[:, c], probs[:, c])
+    return out
+
+
+def probe_layer(task: TaskFolder, feats: Features, layer: Layer, folds, data: Dict[str, SplitData],
+                scorer: TaskScorer, seed: int, max_train_frames: int) -> Dict[str, Any]:
+    """Linear probe of one layer on one task: per fold, L2 chosen on valid, scored on test."""
+    multiclass = task.metadata["prediction_type"] == "multiclass" and not scorer.event
+    mats = {s: feats.matrix(s, layer) for s in task.metadata["splits"]}
+    per_fold: List[Dict[str, float]] = []
+    chosen: List[Dict[str, Any]] = []
+    test_probs, test_targets = [], []
+    for k, run in enumerate(folds):
+        xtr = np.concatenate([mats[s] for s in run["train"]])
+        ytr = np.concatenate([data[s].targets for s in run["train"]])
+        if len(xtr) > max_train_frames:  # a seeded subsample (event tasks on long audio)
+            keep = np.sort(np.random.default_rng([seed, k]).choice(len(xtr), max_train_frames, replace=False))
+            xtr, ytr = xtr[keep], ytr[keep]
+        mean, std = xtr.mean(0), xtr.std(0) + 1e-6
+        norm = lambda x: ((x - mean) / std).astype(np.float32)  # noqa: E731
+        xtr = norm(xtr)
+        valid = _concat([data[s] for s in run["valid"]])
+        xva = norm(np.concatenate([mats[s] for s in run["valid"]]))
+        best, params = None, None
+        for l2 in L2_GRID:
+            params = fit_linear(xtr, ytr, multiclass, l2, init=params)
+            s, pp = scorer.scores(predict_linear(params, xva, multiclass), valid, [scorer.primary])
+            if best is None or scorer.better(s[scorer.primary], best[0]):
+                best = (s[scorer.primary], l2, pp, params)
+        valid_score, l2, pp, params = best
+        test = _concat([data[s] for s in run["test"]])
+        probs = predict_linear(params, norm(np.concatenate([mats[s] for s in run["test"]])), multiclass)
+        s, _ = scorer.scores(probs, test, scorer.metrics, postprocessing=pp)
+        per_fold.append(s)
+        chosen.append({"test": run["test"], "l2": l2, "valid": valid_score,
+                       "postprocessing": dict(pp) if pp else None})
+        test_probs.append(probs)
+        test_targets.append(test.targets)
+    scores = {m: float(np.mean([f[m] for f in per_fold])) for m in scorer.metrics}
+    stds = {m: float(np.std([f[m] for f in per_fold], ddof=1)) if len(per_fold) > 1 else None
+            for m in scorer.metrics}
+    return {"scores": scores, "stds": stds, "folds": chosen,
+            "class_ap": per_class_ap(np.concatenate(test_probs), np.concatenate(test_targets))}
+
+
+def chance(task: TaskFolder, folds, metric: str) -> Optional[float]:
+    """A constant guess on the test labels (scene tasks; :mod:`.results`' rule)."""
+    from .results import _constant_guess
+
+    if task.embedding_type != "scene":
+        return None
+    vocab = {lab: i for i, lab in enumerate(task.labels)}
+    values = []
+    for run in folds:
+        labels = [task.splits[s][c] for s in run["test"] for c in task.splits[s]]
+        v = _constant_guess(labels, vocab).get(metric)
+        if v is not None:
+            values.append(v)
+    return float(np.mean(values)) if values else None
+
+
+# -- heareval's protocol on every layer --------------------------------------------------------
+def heareval_layers(task: TaskFolder, feats: Features, layers: Sequence[Layer], root: Path, model: str,
+                    grid: str, grid_points: int, log: Path, progress: bool) -> Dict[str, Dict[str, Any]]:
+    """Write each layer's embeddings in heareval's format from the cached features, run
+    heareval's predictions on them (:func:`.predict.run_predictions`), read the scores."""
+    from .embeddings import _finish_task_dir, _start_task_dir, is_done, write_split
+    from .predict import run_predictions
+    from .results import task_rows
+
+    dirs = {}
+    for layer in layers:
+        d = Path(root) / model / layer.key / task.name
+        dirs[layer.key] = d
+        if is_done(d):
+            continue
+        prng = _start_task_dir(task, d)
+        for split in task.metadata["splits"]:
+            x = feats.matrix(split, layer)
+            rows_path = d / f".{split}.rows.tmp"
+            x.tofile(rows_path)
+            index = {**feats.index[split], "dim": x.shape[1]}
+            write_split(task, split, d, [(rows_path, index)], prng)
+            rows_path.unlink()
+        _finish_task_dir(d, 0.0, "cached", probe_layer=layer.key)
+    outcomes = run_predictions(list(dirs.values()), grid=grid, grid_points=grid_points, log_path=log,
+                               progress=progress)
+    out = {}
+    for (key, d), o in zip(dirs.items(), outcomes):
+        rows = task_rows(model, d)
+        out[key] = {"scores": {r["metric"]: r["score"] for r in rows},
+                    "stds": {r["metric"]: r["std"] for r in rows},
+                    "folds": [{"ok": o.ok, "seconds": round(o.seconds, 1)}], "class_ap": None}
+    return out
+
+
+# -- the command ---------------------------------------------------------------------------
+def probe(models: Sequence[str], tasks: str, only: Optional[Sequence[str]] = None, layers: str = "all",
+          protocol: str = "linear", out: Path = Path("probe"), cache_dir: Optional[Path] = None,
+          model_options: Optional[dict] = None, weights: Optional[str] = None, device: Optional[str] = None,
+          seed: int = 0, grid: str = "faster", grid_points: int = 1,
+          max_train_frames: int = MAX_TRAIN_FRAMES, progress: bool = True) -> Dict[str, Any]:
+    """Probe every layer of ``models`` on ``tasks``; writes the report into ``out`` and
+    returns what ``probe.json`` holds."""
+    from .runner import SUITES, ensure_suite, find_tasks, load_embedder, resolve_model
+
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"--protocol {protocol!r}: expected one of {list(PROTOCOLS)}")
+    out = Path(out).resolve()
+    cache_root = Path(cache_dir).resolve() if cache_dir else out / "features"
+    say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if progress else (lambda *a: None)
+    user_options = dict(model_options or {})
+    rows: List[Dict[str, Any]] = []
+    classes: List[Dict[str, Any]] = []
+    timing: Dict[str, Dict[str, float]] = {}
+    t_all = time.time()
+    for name in models:
+        module_path, w, options, folder = resolve_model(name, weights, user_options)
+        loaded: Dict[str, Any] = {}
+
+        def make_embedder() -> LayerEmbedder:
+            if "embedder" not in loaded:
+                t0 = time.time()
+                loaded["embedder"] = LayerEmbedder(load_embedder(module_path, w, options, device))
+                say(f"[{name}] loaded in {time.time() - t0:.1f} s")
+            return loaded["embedder"]
+
+        if tasks in SUITES:  # the suite is generated for the model's rate
+            tasks_dir = ensure_suite(tasks, seed, make_embedder().sample_rate, only, progress)
+        else:
+            tasks_dir = Path(tasks)
+        folders = find_tasks(tasks_dir, only)
+        timing[folder] = {"features_s": 0.0, "probe_s": 0.0}
+        key = {"model": name, "module": module_path, "weights": w, "options": options}
+        for tf in folders:
+            task = read_task(tf, check_audio=False)
+            feats, secs = extract_features(task, cache_root / folder / task.name, key,
+                                           lambda: _checked(make_embedder(), task), progress)
+            timing[folder]["features_s"] += secs
+            say(f"[{name}] {task.name}: features " + (f"{secs:.1f} s" if secs else "cached"))
+            plan = select_layers(layer_plan(feats.layer_names), layers)
+            t0 = time.time()
+            folds = fold_plan(task.metadata)
+            if protocol == "linear":
+                scorer = TaskScorer(task)
+                data = {s: split_data(task, feats, s) for s in task.metadata["splits"]}
+                results = {}
+                it = plan
+                if progress:
+                    from tqdm.auto import tqdm
+
+                    it = tqdm(plan, desc=f"probe {task.name}", unit="layer", leave=False)
+                for layer in it:
+                    results[layer.key] = probe_layer(task, feats, layer, folds, data, scorer, seed, max_train_frames)
+                metrics = scorer.metrics
+            else:
+                results = heareval_layers(task, feats, plan, out / "heareval", folder, grid, grid_points,
+                                          out / "logs" / f"{folder}.{task.name}.predictions.log", progress)
+                metrics = list(task.metadata["evaluation"])
+            timing[folder]["probe_s"] += time.time() - t0
+            primary = metrics[0]
+            ch = chance(task, folds, primary)
+            for layer in plan:
+                r = results[layer.key]
+                row = {"model": folder, "task": task.name, "task_name": task.metadata["task_name"],
+                       "layer": layer.key, "kind": layer.kind, "depth": layer.depth,
+                       "metric": primary, "lower_is_better": primary in LOWER_IS_BETTER,
+                       "score": r["scores"].get(primary), "std": r["stds"].get(primary),
+                       "folds": len(folds), "chance": ch,
+                       "l2": ";".join(f"{f['l2']:g}" for f in r["folds"] if "l2" in f)}
+                row.update({f"score_{m}": r["scores"].get(m) for m in metrics[1:]})
+                rows.append(row)
+            classes += best_layer_per_class(folder, task, plan, results)
+            say(f"[{name}] {task.name}: probed {len(plan)} layer(s) in {time.time() - t0:.1f} s; " +
+                ", ".join(f"{layer.key} {_fmt(results[layer.key]['scores'].get(primary))}" for layer in plan))
+    settings = {"models": list(models), "tasks": str(tasks), "only": list(only or []), "layers": layers,
+                "protocol": protocol, "seed": seed, "l2_grid": list(L2_GRID), "lbfgs_iterations": LBFGS_ITERATIONS,
+                "max_train_frames": max_train_frames, "grid": grid, "grid_points": grid_points,
+                "model_options": user_options, "weights": weights, "timing": timing,
+                "wall_s": round(time.time() - t_all, 1)}
+    report = {"settings": settings, "rows": rows, "best_layers": classes,
+              "histogram": histogram(classes)}
+    write_report(report, out)
+    return report
+
+
+def _checked(embedder: LayerEmbedder, task: TaskFolder) -> LayerEmbedder:
+    from .embeddings import check_audio_folders
+
+    check_audio_folders(task, embedder.sample_rate)
+    return embedder
+
+
+def best_layer_per_class(model: str, task: TaskFolder, plan: Sequence[Layer],
+                         results: Dict[str, Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Per class of the task, the block whose probe ranks it best (per-class average
+    precision on the pooled test predictions; ties: the shallower block). Classes without
+    a positive test example are left out."""
+    blocks = [layer for layer in plan if layer.kind == "block" and results[layer.key].get("class_ap") is not None]
+    if not blocks:
+        return []
+    ap = np.stack([results[layer.key]["class_ap"] for layer in blocks])  # (blocks, classes)
+    out = []
+    for c, label in enumerate(task.labels):
+        col = ap[:, c]
+        if np.isnan(col).all():
+            continue
+        best = int(np.nanargmax(col))  # the first maximum: the shallower block on ties
+        out.append({"model": model, "task": task.name, "class": label, "best_layer": blocks[best].key,
+                    "best_ap": float(col[best]), "worst_ap": float(np.nanmin(col))})
+    return out
+
+
+def histogram(classes: List[Dict[str, Any]]) -> Dict[str, Dict[str, int]]:
+    """model -> {block: number of classes whose best block it is}."""
+    out: Dict[str, Dict[str, int]] = {}
+    for c in classes:
+        h = out.setdefault(c["model"], {})
+        h[c["best_layer"]] = h.get(c["best_layer"], 0) + 1
+    return out
+
+
+# -- outputs -------------------------------------------------------------------------------
+def _fmt(x, digits: int = 3) -> str:
+    if x is None:
+        return ""
+    return f"{x:.{digits}f}" if math.isfinite(x) else str(x)
+
+
+def _csv(rows: List[Dict[str, Any]]) -> str:
+    fields: List[str] = []
+    for r in rows:
+        fields += [k for k in r if k not in fields]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+    return buf.getvalue()
+
+
+def write_report(report: Dict[str, Any], out: Path) -> Dict[str, Path]:
+    """probe.csv, probe.json, best_layers.csv, scores.png, best_layer_hist.png, report.md."""
+    from .results import _json_safe
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"csv": out / "probe.csv", "json": out / "probe.json", "classes": out / "best_layers.csv",
+             "scores": out / "scores.png", "hist": out / "best_layer_hist.png", "report": out / "report.md"}
+    paths["csv"].write_text(_csv(report["rows"]))
+    paths["classes"].write_text(_csv(report["best_layers"]))
+    safe = {**report, "rows": [{k: _json_safe(v) for k, v in r.items()} for r in report["rows"]]}
+    paths["json"].write_text(json.dumps(safe, indent=1, allow_nan=False))
+    plot_scores(report["rows"], paths["scores"])
+    plot_histogram(report["histogram"], report["rows"], paths["hist"])
+    paths["report"].write_text(markdown_report(report))
+    return paths
+
+
+def _block_keys(rows: List[Dict[str, Any]], model: str) -> List[str]:
+    keys: List[str] = []
+    for r in rows:
+        if r["model"] == model and r["kind"] == "block" and r["layer"] not in keys:
+            keys.append(r["layer"])
+    return keys
+
+
+def plot_scores(rows: List[Dict[str, Any]], path: Path) -> None:
+    """Score vs block per task (one panel each; models overlaid; the mean of blocks and the
+    default embedding as dashed / dotted lines, chance in grey)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    ncol = min(4, len(tasks))
+    nrow = -(-len(tasks) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.0 * ncol, 2.3 * nrow), squeeze=False, dpi=72)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, task in zip(axes.flat, tasks):
+        metric = next(r["metric"] for r in rows if r["task"] == task)
+        for m, model in enumerate(models):
+            color = colors[m % len(colors)]
+            mine = [r for r in rows if r["task"] == task and r["model"] == model]
+            blocks = [r for r in mine if r["kind"] == "block"]
+            keys = _block_keys(rows, model)
+            xs = [keys.index(r["layer"]) for r in blocks]
+            ax.plot(xs, [r["score"] for r in blocks], "o-", ms=3, color=color, label=model)
+            for r in mine:
+                if r["kind"] != "block" and r["score"] is not None:
+                    ax.axhline(r["score"], color=color, lw=0.8, ls="--" if r["kind"] == "mean" else ":")
+            ch = next((r["chance"] for r in mine if r["chance"] is not None), None)
+        if ch is not None:
+            ax.axhline(ch, color="0.6", lw=0.8)
+        ax.set_title(f"{task.split('-')[0]}\n{metric}", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.set_xlabel("block", fontsize=7)
+    for ax in list(axes.flat)[len(tasks):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(models), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.05 if nrow > 1 else 0.1, 1, 1))
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_histogram(hist: Dict[str, Dict[str, int]], rows: List[Dict[str, Any]], path: Path) -> None:
+    """Number of classes whose best block is each block (Whisper-AT Fig. 3), per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(hist) or ["(no classes)"]
+    fig, axes = plt.subplots(1, len(models), figsize=(max(3.0, 0.35 * max(
+        [len(_block_keys(rows, m)) for m in models] + [8])) * len(models), 2.4), squeeze=False, dpi=72)
+    for ax, model in zip(axes.flat, models):
+        keys = _block_keys(rows, model)
+        counts = [hist.get(model, {}).get(k, 0) for k in keys]
+        ax.bar(range(len(keys)), counts, color="tab:blue")
+        ax.set_xticks(range(len(keys)))
+        ax.set_xticklabels(keys, rotation=90 if len(keys) > 12 else 0, fontsize=7)
+        ax.set_title(f"{model}: best block per class ({sum(counts)} classes)", fontsize=8)
+        ax.set_ylabel("classes", fontsize=7)
+        ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def markdown_report(report: Dict[str, Any]) -> str:
+    s = report["settings"]
+    rows = report["rows"]
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    lines = [f"# Layer-wise probe: {', '.join(models)}", ""]
+    if s["protocol"] == "linear":
+        proto = (f"**Protocol: linear.** Per task and layer, a linear classifier (softmax for multiclass "
+                 f"scene tasks, per-label sigmoid for multilabel and event tasks) on features standardised "
+                 f"with the training split's statistics, fitted by full-batch L-BFGS (up to "
+                 f"{s['lbfgs_iterations']} iterations; from zero weights for the first L2 weight, then from "
+                 f"the previous solution); the L2 weight is chosen from {s['l2_grid']} on the task's "
+                 f"validation split by its primary metric (k-fold tasks: heareval's folds, fold i tests, "
+                 f"fold i + 1 validates, the others train; scores are the mean over test folds). Scene "
+                 f"tasks: one feature vector per clip, each block's frames averaged over the clip. Event "
+                 f"tasks: one vector per frame (the model's hop), frame labels as heareval assigns them, "
+                 f"at most {s['max_train_frames']} training frames per fit (a seeded subsample); frame "
+                 f"posteriors become events with heareval's post-processing (the task's grid, chosen on "
+                 f"validation) and are scored with the task's event metric. All metrics are heareval's "
+                 f"own score functions.")
+    else:
+        proto = (f"**Protocol: heareval.** heareval's shallow-classifier protocol on each layer's embeddings "
+                 f"(grid `{s['grid']}`, {s['grid_points']} grid point(s)), through `hear-models evaluate`'s "
+                 f"predictions runner and its fixes.")
+    lines += [proto, "",
+              "Layers: every block of the model (fusion: every member's states), `mean` = the mean of "
+              "all blocks (per member), `default` = the model's HEAR embedding as `get_scene_embeddings` "
+              "(scene tasks) or `get_timestamp_embeddings` (event tasks) return it.", "",
+              f"Data: `{s['tasks']}`" + (f", tasks {s['only']}" if s["only"] else "") +
+              f". Seed {s['seed']} (same features and seed, same numbers). Wall time "
+              f"{s['wall_s']:.0f} s: " + "; ".join(
+                  f"{m}: features {t['features_s']:.0f} s (0 = cached), probes {t['probe_s']:.0f} s"
+                  for m, t in s["timing"].items()) + ".", "",
+              "![score vs block](scores.png)", "",
+              "Dots: blocks; dashed: mean of blocks; dotted: default embedding; grey: chance "
+              "(a constant guess).", ""]
+    for model in models:
+        keys = _block_keys(rows, model)
+        extra = list(dict.fromkeys(r["layer"] for r in rows if r["model"] == model and r["kind"] != "block"))
+        cols = keys + extra
+        lines += [f"## {model}", "", "| task | metric | chance | " + " | ".join(cols) + " | best block |",
+                  "|---|---|---|" + "---|" * (len(cols) + 1)]
+        for task in tasks:
+            mine = {r["layer"]: r for r in rows if r["model"] == model and r["task"] == task}
+            if not mine:
+                continue
+            any_row = next(iter(mine.values()))
+            blocks = [(mine[k]["score"], k) for k in keys if k in mine and mine[k]["score"] is not None
+                      and math.isfinite(mine[k]["score"])]
+            lower = any_row["lower_is_better"]
+            best = (min if lower else max)(blocks)[1] if blocks else ""
+            cells = []
+            for k in cols:
+                v = mine.get(k, {}).get("score")
+                cells.append(("**" + _fmt(v) + "**") if k == best else _fmt(v))
+            lines.append(f"| {task} | {any_row['metric']}{' (↓)' if lower else ''} | "
+                         f"{_fmt(any_row['chance'])} | " + " | ".join(cells) + f" | {best} |")
+        lines.append("")
+    lines += ["## Best block per class", "",
+              "For every class, the block whose probe gives it the highest average precision on the "
+              "test predictions (pooled over folds; ties go to the shallower block; classes without a "
+              "positive test example are left out), counted over all tasks, as Whisper-AT's Figure 3.", "",
+              "![best block per class](best_layer_hist.png)", ""]
+    for model, h in report["histogram"].items():
+        lines.append(f"- {model}: " + ", ".join(f"{k}: {v}" for k, v in h.items()) +
+                     f" ({sum(h.values())} classes)")
+    lines += ["", "Files: `probe.csv` / `probe.json` (scores, per-fold choices in the JSON), "
+              "`best_layers.csv` (per class).", ""]
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hear-models probe", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("models", nargs="+", metavar="MODEL", help="registry name or HEAR module of this package")
+    p.add_argument("--tasks", required=True, help="folder of HEAR task folders, or smoke | mini")
+    p.add_argument("--task", action="append", default=None, metavar="NAME",
+                   help="only this task (folder name or task_name; repeatable)")
+    p.add_argument("--layers", default="all", help="all (default), or a comma-separated list of block "
+                   "indices (negative from the end) and layer names (hubert.3, mean, default)")
+    p.add_argument("--protocol", default="linear", choices=PROTOCOLS)
+    p.add_argument("--out", default="probe", help="report folder (default: ./probe)")
+    p.add_argument("--cache-dir", default=None, help="features cache (default: OUT/features)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the frame subsample and of a generated suite")
+    p.add_argument("--model-options", default="{}", help="JSON object of load_model keyword options")
+    p.add_argument("--weights", default=None, help="model_file_path for load_model")
+    p.add_argument("--device", default=None, help="torch device for features (default: cuda if available)")
+    p.add_argument("--grid", default="faster", help="heareval protocol: grid (default faster)")
+    p.add_argument("--grid-points", type=int, default=1, help="heareval protocol: grid points (default 1)")
+    p.add_argument("--max-train-frames", type=int, default=MAX_TRAIN_FRAMES,
+                   help=f"linear protocol, event tasks: training frames per fit (default {MAX_TRAIN_FRAMES})")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    a = build_parser().parse_args(argv)
+    try:
+        options = json.loads(a.model_options)
+    except json.JSONDecodeError as e:
+        print(f"error: --model-options is not JSON ({e})", file=sys.stderr)
+        return 2
+    if not isinstance(options, dict):
+        print("error: --model-options must be a JSON object", file=sys.stderr)
+        return 2
+    from .predict import GRIDS
+
+    if a.grid not in GRIDS:
+        print(f"error: --grid {a.grid!r}: expected one of {list(GRIDS)}", file=sys.stderr)
+        return 2
+    try:
+        report = probe(a.models, a.tasks, a.task, a.layers, a.protocol, Path(a.out), a.cache_dir, options,
+                       a.weights, a.device, a.seed, a.grid, a.grid_points, a.max_train_frames,
+                       progress=not a.quiet)
+    except TaskFolderError as e:
+        print(f"error: bad task folder: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = Path(a.out)
+    print(f"report: {out / 'report.md'} ({len(report['rows'])} scores; probe.csv, probe.json, "
+          f"best_layers.csv, scores.png, best_layer_hist.png)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""``hear-models probe``: layer plan, features cache, determinism, reports (tiny synthetic tasks,
+the untrained ``conformer_tiny``: 4 blocks, 16 kHz)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("heareval")
+pytest.importorskip("sklearn")
+pytest.importorskip("matplotlib")
+
+from hear_models.evaluation import probe as P  # noqa: E402
+
+MODEL = "conformer_tiny"
+N_BLOCKS = 4
+RATE = 16000
+
+
+def _write_wav(path: Path, x: np.ndarray) -> None:
+    import soundfile as sf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), x.astype(np.float32), RATE, subtype="PCM_16")
+
+
+def _tone(freq: float, seconds: float, rng) -> np.ndarray:
+    t = np.arange(int(seconds * RATE)) / RATE
+    return 0.3 * np.sin(2 * np.pi * freq * t * (1 + 0.02 * rng.standard_normal())) + 0.01 * rng.standard_normal(t.size)
+
+
+def _meta(name, embedding, prediction, split_mode, splits, evaluation, duration):
+    m = {"task_name": name, "version": "v1", "embedding_type": embedding, "prediction_type": prediction,
+         "split_mode": split_mode, "splits": splits, "sample_duration": duration, "evaluation": evaluation,
+         "mode": "test", "sample_rates": [RATE]}
+    if split_mode != "trainvaltest":
+        m["nfolds"] = len(splits)
+    return m
+
+
+def make_tasks(root: Path) -> Path:
+    """A 3-fold 3-class scene task (low tone, high tone, noise) and a small event task."""
+    rng = np.random.default_rng(0)
+    scene = root / "tones-v1-test"
+    labels = ["low", "high", "noise"]
+    folds = ["fold00", "fold01", "fold02"]
+    (scene).mkdir(parents=True)
+    (scene / "task_metadata.json").write_text(json.dumps(_meta(
+        "tones", "scene", "multiclass", "new_split_kfold", folds, ["top1_acc", "mAP"], 0.5)))
+    (scene / "labelvocabulary.csv").write_text("idx,label\n" + "".join(f"{i},{lab}\n" for i, lab in enumerate(labels)))
+    for f in folds:
+        split = {}
+        for k in range(6):
+            lab = labels[k % 3]
+            x = {"low": lambda: _tone(300, 0.5, rng), "high": lambda: _tone(2500, 0.5, rng),
+                 "noise": lambda: 0.2 * rng.standard_normal(RATE // 2)}[lab]()
+            clip = f"{f}_{k}.wav"
+            _write_wav(scene / str(RATE) / f / clip, x)
+            split[clip] = [lab]
+        (scene / f"{f}.json").write_text(json.dumps(split))
+    event = root / "beeps-v1-test"
+    event.mkdir()
+    (event / "task_metadata.json").write_text(json.dumps(_meta(
+        "beeps", "event", "multilabel", "trainvaltest", ["train", "valid", "test"],
+        ["event_onset_200ms_fms", "segment_1s_er"], 1.0)))
+    (event / "labelvocabulary.csv").write_text("idx,label\n0,beep\n")
+    for split, n in (("train", 4), ("valid", 2), ("test", 2)):
+        data = {}
+        for k in range(n):
+            x = 0.01 * rng.standard_normal(RATE)
+            start = 0.2 + 0.1 * k
+            a, b = int(start * RATE), int((start + 0.3) * RATE)
+            x[a:b] += _tone(1000, (b - a) / RATE, rng)
+            clip = f"{split}_{k}.wav"
+            _write_wav(event / str(RATE) / split / clip, x)
+            data[clip] = [{"label": "beep", "start": 1000 * start, "end": 1000 * (start + 0.3)}]
+        (event / f"{split}.json").write_text(json.dumps(data))
+    return root
+
+
+@pytest.fixture(scope="module")
+def tasks(tmp_path_factory):
+    return make_tasks(tmp_path_factory.mktemp("tasks"))
+
+
+@pytest.fixture(scope="module")
+def first(tasks, tmp_path_factory):
+    out = tmp_path_factory.mktemp("probe1")
+    assert P.main([MODEL, "--tasks", str(tasks), "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def _scores(out: Path):
+    return json.loads((out / "probe.json").read_text())["rows"]
+
+
+# -- the layer plan ------------------------------------------------------------------------
+def test_layer_plan_blocks_means_default_and_selection():
+    plan = P.layer_plan(["0", "1", "2"])
+    assert [p.key for p in plan] == ["0", "1", "2", "mean", "default"]
+    assert plan[3].blocks == (0, 1, 2) and plan[1].depth == 1
+    fusion = P.layer_plan(["hubert.0", "hubert.1", "wav2vec2.0", "wav2vec2.1", "crepe.1", "crepe.2"])
+    assert [p.key for p in fusion][6:] == ["hubert.mean", "wav2vec2.mean", "crepe.mean", "default"]
+    assert fusion[4].depth == 0  # crepe.1: the member's first block
+    assert [p.key for p in P.select_layers(plan, "0,-1,default")] == ["0", "2", "default"]
+    assert [p.key for p in P.select_layers(fusion, "hubert.1,crepe.2")] == ["hubert.1", "crepe.2"]
+    with pytest.raises(ValueError, match="block 3 does not exist"):
+        P.select_layers(plan, "3")
+    with pytest.raises(ValueError, match="no layer 'hubert.9'"):
+        P.select_layers(fusion, "hubert.9")
+
+
+# -- the command ---------------------------------------------------------------------------
+def test_writes_every_output_with_one_row_per_layer(first):
+    for name in ("probe.csv", "probe.json", "best_layers.csv", "scores.png", "best_layer_hist.png", "report.md"):
+        assert (first / name).stat().st_size > 0, name
+    assert (first / "scores.png").read_bytes()[:4] == b"\x89PNG"
+    rows = _scores(first)
+    for task, metric in (("tones-v1-test", "top1_acc"), ("beeps-v1-test", "event_onset_200ms_fms")):
+        mine = [r for r in rows if r["task"] == task]
+        assert [r["layer"] for r in mine] == [str(i) for i in range(N_BLOCKS)] + ["mean", "default"]
+        assert {r["metric"] for r in mine} == {metric}
+        assert all(r["score"] is not None for r in mine)
+    tones = [r for r in rows if r["task"] == "tones-v1-test"]
+    assert all(r["folds"] == 3 and r["chance"] == pytest.approx(1 / 3) for r in tones)
+    # tones and noise are told apart by a random conv front end + linear probe
+    assert max(r["score"] for r in tones) > 0.6
+    with open(first / "probe.csv") as f:
+        assert len(list(csv.DictReader(f))) == len(rows)
+    report = (first / "report.md").read_text()
+    assert "scores.png" in report and "best_layer_hist.png" in report and "Seed 0" in report
+    assert "Protocol: linear" in report
+
+
+def test_histogram_counts_every_class_once(first):
+    data = json.loads((first / "probe.json").read_text())
+    classes = data["best_layers"]
+    # tones: 3 classes; beeps: 1 class (frame-level)
+    assert sorted((c["task"], c["class"]) for c in classes) == sorted(
+        [("tones-v1-test", c) for c in ("low", "high", "noise")] + [("beeps-v1-test", "beep")])
+    hist = data["histogram"][MODEL]
+    assert sum(hist.values()) == 4
+    assert set(hist) <= {str(i) for i in range(N_BLOCKS)}
+
+
+def test_same_seed_same_numbers_and_cache_skips_the_model(first, tmp_path, monkeypatch):
+    """A second run on the same features does not run the encoder (hidden_states would
+    raise) and reproduces every number; a fresh extraction reproduces them too."""
+    from hear_models.models.conformer import ConformerFrameEncoder
+
+    def boom(*a, **k):
+        raise AssertionError("hidden_states called: the features cache was not used")
+
+    tasks = Path(json.loads((first / "probe.json").read_text())["settings"]["tasks"])
+    with monkeypatch.context() as m:
+        m.setattr(ConformerFrameEncoder, "hidden_states", boom)
+        again = tmp_path / "again"
+        assert P.main([MODEL, "--tasks", str(tasks), "--out", str(again), "--quiet",
+                       "--cache-dir", str(first / "features")]) == 0
+    assert _scores(again) == _scores(first)
+    fresh = tmp_path / "fresh"  # recomputed features (own cache)
+    assert P.main([MODEL, "--tasks", str(tasks), "--out", str(fresh), "--quiet"]) == 0
+    assert _scores(fresh) == _scores(first)
+
+
+def test_cache_is_refreshed_when_the_task_changes(tasks, tmp_path):
+    import shutil
+
+    copy = tmp_path / "tasks"
+    shutil.copytree(tasks / "tones-v1-test", copy / "tones-v1-test")
+    out = tmp_path / "p"
+    key = {"model": MODEL}
+    from hear_models.evaluation.embeddings import read_task
+    calls = []
+
+    def make():
+        calls.append(1)
+        from hear_models.evaluation.runner import load_embedder, resolve_model
+
+        module, w, options, _ = resolve_model(MODEL, None, {})
+        return P.LayerEmbedder(load_embedder(module, w, options, "cpu"))
+
+    feats, s1 = P.extract_features(read_task(copy / "tones-v1-test"), out, key, make, progress=False)
+    assert len(calls) == 1 and s1 > 0 and feats.layer_names == [str(i) for i in range(N_BLOCKS)]
+    _, s2 = P.extract_features(read_task(copy / "tones-v1-test"), out, key, make, progress=False)
+    assert len(calls) == 1 and s2 == 0.0
+    data = json.loads((copy / "tones-v1-test" / "fold00.json").read_text())
+    first_clip = next(iter(data))
+    data[first_clip] = ["high" if data[first_clip] != ["high"] else "low"]
+    (copy / "tones-v1-test" / "fold00.json").write_text(json.dumps(data))
+    P.extract_features(read_task(copy / "tones-v1-test"), out, key, make, progress=False)
+    assert len(calls) == 2
+
+
+def test_layers_option_and_clear_errors(tasks, first, tmp_path, capsys):
+    out = tmp_path / "some"
+    assert P.main([MODEL, "--tasks", str(tasks), "--task", "tones", "--layers=-1,default", "--out", str(out),
+                   "--quiet", "--cache-dir", str(first / "features")]) == 0
+    rows = _scores(out)
+    assert [r["layer"] for r in rows] == ["3", "default"]
+    assert [r["score"] for r in rows] == [r["score"] for r in _scores(first)
+                                          if r["task"] == "tones-v1-test" and r["layer"] in ("3", "default")]
+    assert P.main([MODEL, "--tasks", str(tasks), "--layers", "7", "--out", str(out), "--quiet",
+                   "--cache-dir", str(first / "features")]) == 2
+    assert "block 7 does not exist" in capsys.readouterr().err
+    assert P.main([MODEL, "--tasks", str(tasks), "--task", "nosuch", "--out", str(out), "--quiet"]) == 2
+    assert "no task ['nosuch']" in capsys.readouterr().err
+
+
+def test_cli_dispatches_probe(tasks, first, tmp_path):
+    from hear_models import cli
+
+    out = tmp_path / "cli"
+    assert cli.main(["probe", MODEL, "--tasks", str(tasks), "--task", "tones", "--layers", "0",
+                     "--out", str(out), "--quiet", "--cache-dir", str(first / "features")]) == 0
+    assert (out / "report.md").exists()
