@@ -196,6 +196,41 @@ def test_resume_equals_uninterrupted(audio_dir, tmp_path):
     assert full_log[-1]["train/loss"] == log[-1]["train/loss"] and full_log[-1]["lr"] == log[-1]["lr"]
 
 
+def test_sigterm_checkpoints_and_resume_continues(audio_dir, tmp_path, monkeypatch):
+    """SIGTERM mid-run: the step in flight finishes, last.ckpt is written, the run ends with
+    TrainingInterrupted (the CLI: status 143), and --resume auto ends where an uninterrupted
+    run ends."""
+    import os
+    import signal
+
+    from lightning.pytorch.callbacks import Callback
+
+    from hear_models.training import cli as train_cli
+    from hear_models.training.engine import TrainingInterrupted
+
+    class TermAt(Callback):
+        def on_train_batch_start(self, trainer, *a):
+            if trainer.global_step == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    common = [f"data.source={audio_dir}", "trainer.max_steps=5", "trainer.checkpoint_every=100"]
+    _, full = run(tmp_path, "full", common)
+    with pytest.raises(TrainingInterrupted, match="SIGTERM at step 3") as e:
+        run(tmp_path, "term", common, callbacks=[TermAt()])
+    last = torch.load(e.value.checkpoint, weights_only=True)
+    assert last["global_step"] == 3 and e.value.checkpoint.endswith("last.ckpt")
+    assert not (tmp_path / "term/checkpoints/final.ckpt").exists()
+    _, resumed = run(tmp_path, "term", common, resume="auto")
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    def interrupted(cfg, resume=None):
+        raise TrainingInterrupted(7, "x/last.ckpt")
+
+    monkeypatch.setattr("hear_models.training.engine.fit", interrupted)
+    assert train_cli.main(["maskspec_tiny_pretrain", f"data.source={audio_dir}"]) == 143
+
+
 def test_nan_guard_stops_with_clear_message(audio_dir, tmp_path):
     from hear_models.training.engine import NonFiniteLossError
 

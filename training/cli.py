@@ -73,13 +73,16 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         return 0
-    from .engine import NonFiniteLossError, fit
+    from .engine import NonFiniteLossError, TrainingInterrupted, fit
 
     try:
         fit(cfg, resume=a.resume)
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
+    except TrainingInterrupted as e:
+        print(f"interrupted: {e}", file=sys.stderr)
+        return 143  # 128 + SIGTERM, as a shell reports a process ended by it
     print(json.dumps({"out_dir": cfg.trainer.out_dir,
                       "final_checkpoint": f"{cfg.trainer.out_dir}/checkpoints/final.ckpt"}))
     return 0

@@ -30,11 +30,21 @@ import torch
 
 import lightning.pytorch as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from .config import TrainConfig, build_config
 
 CKPT_KEY = "hear_models"
+
+
+class TrainingInterrupted(RuntimeError):
+    """The run got SIGTERM: it stopped after the current step, with a checkpoint to resume from."""
+
+    def __init__(self, step: int, checkpoint: str):
+        super().__init__(f"SIGTERM at step {step}: stopped after that step; checkpoint {checkpoint} "
+                         "(continue with --resume auto, or resume=PATH)")
+        self.step, self.checkpoint = step, checkpoint
 
 
 class NonFiniteLossError(RuntimeError):
@@ -327,6 +337,19 @@ class JsonlLogger(Callback):
             f.write(json.dumps(rec) + "\n")
 
 
+class CheckpointOnSigterm(Callback):
+    """On SIGTERM (a scheduler's pre-emption, ``kill``), write ``last.ckpt`` after the step in
+    flight. Lightning then stops the loop; :func:`fit` turns that into
+    :class:`TrainingInterrupted` (without this, Lightning exits with status 0 and nothing saved)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.received_sigterm:
+            trainer.save_checkpoint(str(self.path), weights_only=False)
+
+
 # -- running --------------------------------------------------------------------------------------
 def build_module(cfg: TrainConfig) -> TrainModule:
     from .objectives import get_objective
@@ -357,7 +380,8 @@ def make_trainer(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> L.Trai
                            auto_insert_metric_name=False, every_n_train_steps=max(1, t.checkpoint_every),
                            save_top_k=t.keep_checkpoints, monitor="step", mode="max",
                            save_last=True, save_on_train_epoch_end=False)
-    cbs: List[Callback] = [JsonlLogger(out / "log.jsonl", t.log_every), ckpt, *callbacks]
+    cbs: List[Callback] = [JsonlLogger(out / "log.jsonl", t.log_every), ckpt,
+                           CheckpointOnSigterm(out / "checkpoints" / "last.ckpt"), *callbacks]
     if t.progress_bar:
         cbs.append(TQDMProgressBar(refresh_rate=max(1, min(t.log_every, 10))))
     return L.Trainer(
@@ -391,7 +415,10 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, callbacks: Sequence[Call
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*infinite.*")
-        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+        try:
+            trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+        except SIGTERMException:  # a SystemExit: without this, status 0 as if finished
+            raise TrainingInterrupted(trainer.global_step, str(out / "checkpoints" / "last.ckpt")) from None
     trainer.save_checkpoint(str(out / "checkpoints" / "final.ckpt"), weights_only=False)
     return module
 
