@@ -133,16 +133,37 @@ class LayerEmbedder:
         self.sample_rate = embedder.sample_rate
         self.device = embedder.device
         self.layer_names = list(enc.layer_names)
-        self.widths: Optional[List[int]] = None
+        self.widths: Dict[str, List[int]] = {}  # "scene" | "timestamp" -> widths of the row parts
         self.calls = 0
+        # The default embedding IS the mean of all blocks when the encoder's LayerSelector
+        # takes every block with combine="mean", nothing follows it (no final LayerNorm, no
+        # window summary) and the adapter pools frames plainly (e.g. Whisper's default):
+        # then it is not computed a second time. Checked on the first batch.
+        sel = getattr(enc, "layers", None)
+        self.default_is_mean = (type(model).__name__ == "HearModel" and not getattr(enc, "final", False)
+                                and getattr(enc, "summary_size", 0) == 0
+                                and getattr(sel, "combine", None) == "mean"
+                                and list(getattr(sel, "indices", [])) == list(range(enc.n_layers)))
+        self.checked = False
 
-    def _join(self, layers, default: np.ndarray) -> np.ndarray:
+    def _default(self, layers, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        """The default embedding: computed, or (see ``default_is_mean``) the block mean."""
+        if not self.default_is_mean:
+            return compute()
+        mean = (sum(h.double() for h in layers) / len(layers)).float().cpu().numpy()
+        if not self.checked:
+            ref = compute()
+            if ref.shape != mean.shape or not np.allclose(ref, mean, rtol=1e-4, atol=1e-4 * np.abs(ref).max()):
+                self.default_is_mean = False
+                return ref
+            self.checked = True
+        return mean
+
+    def _join(self, layers, default: np.ndarray, kind: str) -> np.ndarray:
         parts = [h.detach().cpu().numpy() for h in layers] + [default]
-        widths = [p.shape[-1] for p in parts]
-        if self.widths is None:
-            self.widths = widths
-        elif widths != self.widths:
-            raise ValueError(f"layer widths changed between batches: {widths} != {self.widths}")
+        widths = self.widths.setdefault(kind, [p.shape[-1] for p in parts])
+        if [p.shape[-1] for p in parts] != widths:
+            raise ValueError(f"layer widths changed between batches: {[p.shape[-1] for p in parts]} != {widths}")
         return np.concatenate(parts, axis=-1)
 
     def scene(self, audio: np.ndarray) -> np.ndarray:
@@ -151,7 +172,7 @@ class LayerEmbedder:
         self.calls += 1
         with torch.no_grad():
             layers = self.model.layer_scene_embeddings(torch.tensor(audio, device=self.device))
-        return self._join(layers, self.embedder.scene(audio))
+        return self._join(layers, self._default(layers, lambda: self.embedder.scene(audio)), "scene")
 
     def timestamp(self, audio: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         import torch
@@ -159,10 +180,15 @@ class LayerEmbedder:
         self.calls += 1
         with torch.no_grad():
             layers, ts = self.model.layer_timestamp_embeddings(torch.tensor(audio, device=self.device))
-        emb, ts_default = self.embedder.timestamp(audio)
-        if ts.shape != ts_default.shape or not np.allclose(ts.cpu().numpy(), ts_default, atol=1e-3):
-            raise ValueError("per-block frames and the default timestamp embedding disagree on the timestamps")
-        return self._join(layers, emb), ts_default
+        got: Dict[str, np.ndarray] = {}
+
+        def compute():
+            got["emb"], ts_default = self.embedder.timestamp(audio)
+            if ts.shape != ts_default.shape or not np.allclose(ts.cpu().numpy(), ts_default, atol=1e-3):
+                raise ValueError("per-block frames and the default timestamp embedding disagree on the timestamps")
+            return got["emb"]
+
+        return self._join(layers, self._default(layers, compute), "timestamp"), ts.cpu().numpy()
 
 
 def _task_key(task: TaskFolder) -> Dict[str, str]:
@@ -245,8 +271,10 @@ def extract_features(task: TaskFolder, folder: Path, key: Dict[str, Any],
         if bar is not None:
             bar.close()
     seconds = time.time() - t0
-    feats.info = {"key": key, "layer_names": embedder.layer_names, "widths": embedder.widths,
-                  "seconds": round(seconds, 1), "device": embedder.device}
+    kind = "timestamp" if task.embedding_type == "event" else "scene"
+    feats.info = {"key": key, "layer_names": embedder.layer_names, "widths": embedder.widths[kind],
+                  "default_is_mean": embedder.default_is_mean, "seconds": round(seconds, 1),
+                  "device": embedder.device}
     info_path.write_text(json.dumps(feats.info, indent=1))  # written last: the done marker
     return feats, seconds
 
@@ -788,10 +816,13 @@ def markdown_report(report: Dict[str, Any]) -> str:
             if not mine:
                 continue
             any_row = next(iter(mine.values()))
-            blocks = [(mine[k]["score"], k) for k in keys if k in mine and mine[k]["score"] is not None
-                      and math.isfinite(mine[k]["score"])]
             lower = any_row["lower_is_better"]
-            best = (min if lower else max)(blocks)[1] if blocks else ""
+            best = ""
+            for k in keys:  # the first best: the shallower block on ties
+                v = mine.get(k, {}).get("score")
+                if v is not None and math.isfinite(v) and (
+                        not best or (v < mine[best]["score"] if lower else v > mine[best]["score"])):
+                    best = k
             cells = []
             for k in cols:
                 v = mine.get(k, {}).get("score")
@@ -805,8 +836,8 @@ def markdown_report(report: Dict[str, Any]) -> str:
               "positive test example are left out), counted over all tasks, as Whisper-AT's Figure 3.", "",
               "![best block per class](best_layer_hist.png)", ""]
     for model, h in report["histogram"].items():
-        lines.append(f"- {model}: " + ", ".join(f"{k}: {v}" for k, v in h.items()) +
-                     f" ({sum(h.values())} classes)")
+        lines.append(f"- {model}: " + ", ".join(f"block {k}: {h[k]}" for k in _block_keys(rows, model) if k in h)
+                     + f" ({sum(h.values())} classes)")
     lines += ["", "Files: `probe.csv` / `probe.json` (scores, per-fold choices in the JSON), "
               "`best_layers.csv` (per class).", ""]
     return "\n".join(lines)

@@ -125,6 +125,11 @@ def test_writes_every_output_with_one_row_per_layer(first):
         assert [r["layer"] for r in mine] == [str(i) for i in range(N_BLOCKS)] + ["mean", "default"]
         assert {r["metric"] for r in mine} == {metric}
         assert all(r["score"] is not None for r in mine)
+    # conformer_tiny's default IS the mean of its blocks (taken once, checked on the first batch)
+    info = json.loads((first / "features" / MODEL / "tones-v1-test" / "features.json").read_text())
+    assert info["default_is_mean"] and info["widths"] == [64] * (N_BLOCKS + 1)
+    by_layer = {(r["task"], r["layer"]): r["score"] for r in rows}
+    assert by_layer["tones-v1-test", "default"] == by_layer["tones-v1-test", "mean"]
     tones = [r for r in rows if r["task"] == "tones-v1-test"]
     assert all(r["folds"] == 3 and r["chance"] == pytest.approx(1 / 3) for r in tones)
     # tones and noise are told apart by a random conv front end + linear probe
