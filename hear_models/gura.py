@@ -72,12 +72,12 @@ class GuraHearModel(HearModel):
         row = computed = 0
         for start, length, skip, rows, n_comp in enc.plan(n_samples, scene):
             for i in range(0, n_sounds, per_batch):
-                with self._autocast(audio):
-                    window = audio[i:i + per_batch, start:start + length]
-                if layers:
-                    out = [h[:, skip:skip + rows].float() for h in enc.hidden_states(window, scene=scene)]
-                else:
-                    out = enc(window, scene=scene)[:, skip:skip + rows].float()
+                window = audio[i:i + per_batch, start:start + length]
+                with self._autocast(audio):  # precision="bf16": the members under autocast
+                    if layers:
+                        out = [h[:, skip:skip + rows].float() for h in enc.hidden_states(window, scene=scene)]
+                    else:
+                        out = enc(window, scene=scene)[:, skip:skip + rows].float()
                 yield slice(i, i + per_batch), row, computed, out, n_comp
             row += rows
             computed += n_comp
