@@ -508,8 +508,8 @@ def heareval_layers(task: TaskFolder, feats: Features, layers: Sequence[Layer], 
     from .results import task_rows
 
     dirs = {}
-    for layer in layers:
-        d = Path(root) / model / layer.key / task.name
+    for layer in layers:  # names unique within one heareval run (it reports tasks by folder name)
+        d = Path(root) / model / task.name / f"layer-{layer.key}"
         dirs[layer.key] = d
         if is_done(d):
             continue
@@ -537,7 +537,7 @@ def heareval_layers(task: TaskFolder, feats: Features, layers: Sequence[Layer], 
 def probe(models: Sequence[str], tasks: str, only: Optional[Sequence[str]] = None, layers: str = "all",
           protocol: str = "linear", out: Path = Path("probe"), cache_dir: Optional[Path] = None,
           model_options: Optional[dict] = None, weights: Optional[str] = None, device: Optional[str] = None,
-          seed: int = 0, grid: str = "faster", grid_points: int = 1,
+          seed: int = 0, grid: str = "default", grid_points: int = 8,
           max_train_frames: int = MAX_TRAIN_FRAMES, progress: bool = True) -> Dict[str, Any]:
     """Probe every layer of ``models`` on ``tasks``; writes the report into ``out`` and
     returns what ``probe.json`` holds."""
@@ -859,8 +859,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-options", default="{}", help="JSON object of load_model keyword options")
     p.add_argument("--weights", default=None, help="model_file_path for load_model")
     p.add_argument("--device", default=None, help="torch device for features (default: cuda if available)")
-    p.add_argument("--grid", default="faster", help="heareval protocol: grid (default faster)")
-    p.add_argument("--grid-points", type=int, default=1, help="heareval protocol: grid points (default 1)")
+    p.add_argument("--grid", default="default", help="heareval protocol: heareval's grid (default: default, "
+                   "as hear-models evaluate; faster: a quick check whose tiny grid barely trains)")
+    p.add_argument("--grid-points", type=int, default=8, help="heareval protocol: grid points (default 8)")
     p.add_argument("--max-train-frames", type=int, default=MAX_TRAIN_FRAMES,
                    help=f"linear protocol, event tasks: training frames per fit (default {MAX_TRAIN_FRAMES})")
     p.add_argument("--quiet", action="store_true")
