@@ -17,13 +17,17 @@ Prints frames per second and the ratios, and checks that all three agree.
 from __future__ import annotations
 
 import argparse
-import time
+import os
+import sys
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from hear_models.layers.crepe import CREPE_CAPACITIES, crepe_weights_path, embed_frames, frame_view, load_crepe
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import timed  # noqa: E402
 
 
 class TorchcrepeNet(nn.Module):
@@ -65,16 +69,6 @@ def official_loop(net, audio, hop, batch_size=512):
             parts.append(net.embed(frames))
         out.append(torch.cat(parts)[None])
     return torch.cat(out)
-
-
-def timed(fn, repeats):
-    fn()  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, result
 
 
 def main(argv=None):

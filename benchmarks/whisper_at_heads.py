@@ -16,24 +16,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
+import os
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import timed  # noqa: E402
+
 HEADS = [("last_mlp", None), ("wa_mlp", None), ("wa_tr", None), ("tl_tr", None), ("tl_tr", 512), ("tl_tr", 128)]
-
-
-def _median_time(fn, repeats=5):
-    fn()
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
 
 
 def main(argv=None):
@@ -104,14 +98,14 @@ def main(argv=None):
     enc = hm.encoder
     audio = torch.rand(1, 160000) * 0.2 - 0.1
     with torch.inference_mode():
-        t_enc = _median_time(lambda: list(enc.hidden_states(audio)))
+        t_enc = timed(lambda: list(enc.hidden_states(audio)), 5)[0]
         feats = torch.randn(1, enc.n_layers, 25, enc.width)
         cost = {}
         for kind, proj in HEADS:
             h = create_head(kind, enc.n_layers, enc.width, len(test.vocab), proj).eval()
             h527 = create_head(kind, enc.n_layers, enc.width, 527, proj).eval()
-            cost[kind + (f"_{proj}" if proj else "")] = (_median_time(lambda: h(feats), 20),
-                                                         _median_time(lambda: h527(feats), 20))
+            cost[kind + (f"_{proj}" if proj else "")] = (timed(lambda: h(feats), 20)[0],
+                                                         timed(lambda: h527(feats), 20)[0])
 
     print(f"\ntask {task.name}: {len(test)} test clips, {len(test.vocab)} classes; backbone "
           f"{a.whisper or 'offline:base'}; {a.steps} steps x batch {a.batch}; encoder 10 s: {t_enc * 1000:.1f} ms")
