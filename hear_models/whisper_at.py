@@ -52,7 +52,8 @@ def load_model(
     head_output : "logits" | "repr" | "both"
         What the head appends: class logits, its pooled representation, or both.
     precision : "fp32" | "bf16"
-        bf16 runs the encoder under autocast (see docs/hear_api.md for speed and agreement).
+        bf16: the blocks' matrix products in bfloat16 under autocast, the conv stem and
+        residual stream float32 (speed and agreement with fp32: docs/speed.md).
     """
     from .checkpoints import load_whisper
     from .models.whisper import WhisperEncoder
