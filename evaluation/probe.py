@@ -36,8 +36,6 @@ Deterministic: the same features and seed give the same numbers.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import math
 import sys
@@ -50,6 +48,7 @@ import numpy as np
 
 from .embeddings import TaskFolder, TaskFolderError, embed_clips, frame_labels, read_task, split_batches
 from .hear2021 import LOWER_IS_BETTER
+from .results import _fmt
 
 FORMAT = 1
 PROTOCOLS = ("linear", "heareval")
@@ -660,34 +659,16 @@ def histogram(classes: List[Dict[str, Any]]) -> Dict[str, Dict[str, int]]:
 
 
 # -- outputs -------------------------------------------------------------------------------
-def _fmt(x, digits: int = 3) -> str:
-    if x is None:
-        return ""
-    return f"{x:.{digits}f}" if math.isfinite(x) else str(x)
-
-
-def _csv(rows: List[Dict[str, Any]]) -> str:
-    fields: List[str] = []
-    for r in rows:
-        fields += [k for k in r if k not in fields]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=fields)
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if v is None else v) for k, v in r.items()})
-    return buf.getvalue()
-
-
 def write_report(report: Dict[str, Any], out: Path) -> Dict[str, Path]:
     """probe.csv, probe.json, best_layers.csv, scores.png, best_layer_hist.png, report.md."""
-    from .results import _json_safe
+    from .results import _json_safe, csv_text
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out / "probe.csv", "json": out / "probe.json", "classes": out / "best_layers.csv",
              "scores": out / "scores.png", "hist": out / "best_layer_hist.png", "report": out / "report.md"}
-    paths["csv"].write_text(_csv(report["rows"]))
-    paths["classes"].write_text(_csv(report["best_layers"]))
+    paths["csv"].write_text(csv_text(report["rows"]))
+    paths["classes"].write_text(csv_text(report["best_layers"]))
     safe = {**report, "rows": [{k: _json_safe(v) for k, v in r.items()} for r in report["rows"]]}
     paths["json"].write_text(json.dumps(safe, indent=1, allow_nan=False))
     plot_scores(report["rows"], paths["scores"])
@@ -869,16 +850,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from .predict import GRIDS
+    from .runner import parse_model_options
+
     a = build_parser().parse_args(argv)
     try:
-        options = json.loads(a.model_options)
-    except json.JSONDecodeError as e:
-        print(f"error: --model-options is not JSON ({e})", file=sys.stderr)
+        options = parse_model_options(a.model_options)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
-    if not isinstance(options, dict):
-        print("error: --model-options must be a JSON object", file=sys.stderr)
-        return 2
-    from .predict import GRIDS
 
     if a.grid not in GRIDS:
         print(f"error: --grid {a.grid!r}: expected one of {list(GRIDS)}", file=sys.stderr)

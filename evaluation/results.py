@@ -191,12 +191,8 @@ def markdown(rows: List[Dict[str, Any]]) -> str:
     return "\n".join(lines + notes) + "\n"
 
 
-def write_results(rows: List[Dict[str, Any]], out_dir: Path, settings: Optional[dict] = None) -> Dict[str, Path]:
-    """results.md, results.csv, results.json in ``out_dir``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {ext: out_dir / f"results.{ext}" for ext in ("md", "csv", "json")}
-    paths["md"].write_text(markdown(rows))
+def csv_text(rows: List[Dict[str, Any]]) -> str:
+    """Rows (dicts) as CSV: the union of their keys as columns, None as empty."""
     fields: List[str] = []
     for r in rows:
         fields += [k for k in r if k not in fields]
@@ -205,7 +201,16 @@ def write_results(rows: List[Dict[str, Any]], out_dir: Path, settings: Optional[
     w.writeheader()
     for r in rows:
         w.writerow({k: ("" if v is None else v) for k, v in r.items()})
-    paths["csv"].write_text(buf.getvalue())
+    return buf.getvalue()
+
+
+def write_results(rows: List[Dict[str, Any]], out_dir: Path, settings: Optional[dict] = None) -> Dict[str, Path]:
+    """results.md, results.csv, results.json in ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {ext: out_dir / f"results.{ext}" for ext in ("md", "csv", "json")}
+    paths["md"].write_text(markdown(rows))
+    paths["csv"].write_text(csv_text(rows))
     safe = [{k: _json_safe(v) for k, v in r.items()} for r in rows]
     paths["json"].write_text(json.dumps({"settings": settings or {}, "rows": safe}, indent=1, allow_nan=False))
     return paths

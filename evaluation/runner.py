@@ -322,15 +322,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_model_options(text: str) -> dict:
+    """``--model-options``: a JSON object, or ValueError saying what is wrong."""
+    try:
+        options = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--model-options is not JSON ({e})") from None
+    if not isinstance(options, dict):
+        raise ValueError("--model-options must be a JSON object")
+    return options
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     a = build_parser().parse_args(argv)
     try:
-        options = json.loads(a.model_options)
-    except json.JSONDecodeError as e:
-        print(f"error: --model-options is not JSON ({e})", file=sys.stderr)
-        return 2
-    if not isinstance(options, dict):
-        print("error: --model-options must be a JSON object", file=sys.stderr)
+        options = parse_model_options(a.model_options)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     if a.grid_points < 1:
         print("error: --grid-points must be >= 1", file=sys.stderr)
