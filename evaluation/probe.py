@@ -55,6 +55,7 @@ PROTOCOLS = ("linear", "heareval")
 L2_GRID = (1e-1, 1e-2, 1e-3, 1e-4)  # weight of 0.5 ||W||^2 beside the mean loss; each fit
 # starts from the solution of the one before (strongest first), so weaker ones converge fast
 LBFGS_ITERATIONS = 100
+TIE = "tie"  # best_layers: every block gives the class the same average precision
 MAX_TRAIN_FRAMES = 20_000  # event tasks: training frames per fit (a seeded subsample above)
 
 
@@ -632,8 +633,9 @@ def _checked(embedder: LayerEmbedder, task: TaskFolder) -> LayerEmbedder:
 def best_layer_per_class(model: str, task: TaskFolder, plan: Sequence[Layer],
                          results: Dict[str, Dict[str, Any]]) -> List[Dict[str, Any]]:
     """Per class of the task, the block whose probe ranks it best (per-class average
-    precision on the pooled test predictions; ties: the shallower block). Classes without
-    a positive test example are left out."""
+    precision on the pooled test predictions; ties: the shallower block; ``best_layer`` is
+    ``TIE`` when every block scores the same). Classes without a positive test example are
+    left out."""
     blocks = [layer for layer in plan if layer.kind == "block" and results[layer.key].get("class_ap") is not None]
     if not blocks:
         return []
@@ -644,13 +646,15 @@ def best_layer_per_class(model: str, task: TaskFolder, plan: Sequence[Layer],
         if np.isnan(col).all():
             continue
         best = int(np.nanargmax(col))  # the first maximum: the shallower block on ties
-        out.append({"model": model, "task": task.name, "class": label, "best_layer": blocks[best].key,
+        tie = bool(np.nanmax(col) - np.nanmin(col) <= 1e-9)
+        out.append({"model": model, "task": task.name, "class": label, "best_layer": TIE if tie else blocks[best].key,
                     "best_ap": float(col[best]), "worst_ap": float(np.nanmin(col))})
     return out
 
 
 def histogram(classes: List[Dict[str, Any]]) -> Dict[str, Dict[str, int]]:
-    """model -> {block: number of classes whose best block it is}."""
+    """model -> {block: number of classes whose best block it is, TIE: classes all blocks
+    score alike}."""
     out: Dict[str, Dict[str, int]] = {}
     for c in classes:
         h = out.setdefault(c["model"], {})
@@ -692,6 +696,7 @@ def plot_scores(rows: List[Dict[str, Any]], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     models = list(dict.fromkeys(r["model"] for r in rows))
@@ -715,6 +720,7 @@ def plot_scores(rows: List[Dict[str, Any]], path: Path) -> None:
         if ch is not None:
             ax.axhline(ch, color="0.6", lw=0.8)
         ax.set_title(f"{task.split('-')[0]}\n{metric}", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.tick_params(labelsize=7)
         ax.set_xlabel("block", fontsize=7)
     for ax in list(axes.flat)[len(tasks):]:
@@ -742,7 +748,8 @@ def plot_histogram(hist: Dict[str, Dict[str, int]], rows: List[Dict[str, Any]], 
         ax.bar(range(len(keys)), counts, color="tab:blue")
         ax.set_xticks(range(len(keys)))
         ax.set_xticklabels(keys, rotation=90 if len(keys) > 12 else 0, fontsize=7)
-        ax.set_title(f"{model}: best block per class ({sum(counts)} classes)", fontsize=8)
+        ax.set_title(f"{model}\nbest block per class ({sum(counts)} classes)", fontsize=8)
+        ax.set_xlabel("block", fontsize=7)
         ax.set_ylabel("classes", fontsize=7)
         ax.tick_params(labelsize=7)
     fig.tight_layout()
@@ -813,12 +820,14 @@ def markdown_report(report: Dict[str, Any]) -> str:
         lines.append("")
     lines += ["## Best block per class", "",
               "For every class, the block whose probe gives it the highest average precision on the "
-              "test predictions (pooled over folds; ties go to the shallower block; classes without a "
-              "positive test example are left out), counted over all tasks, as Whisper-AT's Figure 3.", "",
+              "test predictions (pooled over folds; ties go to the shallower block, and a class every "
+              "block scores alike is counted as a tie, not drawn; classes without a positive test "
+              "example are left out), counted over all tasks, as Whisper-AT's Figure 3.", "",
               "![best block per class](best_layer_hist.png)", ""]
     for model, h in report["histogram"].items():
         lines.append(f"- {model}: " + ", ".join(f"block {k}: {h[k]}" for k in _block_keys(rows, model) if k in h)
-                     + f" ({sum(h.values())} classes)")
+                     + f" ({sum(h.values())} classes" + (f", of which {h[TIE]} tie on every block and are "
+                                                         "not drawn" if TIE in h else "") + ")")
     lines += ["", "Files: `probe.csv` / `probe.json` (scores, per-fold choices in the JSON), "
               "`best_layers.csv` (per class).", ""]
     return "\n".join(lines)

@@ -148,8 +148,11 @@ def test_histogram_counts_every_class_once(first):
     assert sorted((c["task"], c["class"]) for c in classes) == sorted(
         [("tones-v1-test", c) for c in ("low", "high", "noise")] + [("beeps-v1-test", "beep")])
     hist = data["histogram"][MODEL]
-    assert sum(hist.values()) == 4
-    assert set(hist) <= {str(i) for i in range(N_BLOCKS)}
+    assert sum(hist.values()) == 4  # every class once: at its best block, or as a tie
+    assert set(hist) <= {str(i) for i in range(N_BLOCKS)} | {P.TIE}
+    assert hist == P.histogram(classes)[MODEL]
+    assert P.histogram([{"model": "m", "best_layer": b} for b in ("0", "2", "2", P.TIE)]) == \
+        {"m": {"0": 1, "2": 2, P.TIE: 1}}
 
 
 def test_same_seed_same_numbers_and_cache_skips_the_model(first, tmp_path, monkeypatch):
