@@ -270,9 +270,11 @@ def bf16_agreement(m32, m16, audio) -> Dict[str, float]:
 
 
 def cmd_bf16(a):
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; load {load_average()}")
+    peak32, peak16 = peak_matmul_rate(torch.float32), peak_matmul_rate(torch.bfloat16)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; measured peak matmul (2048^3): "
+          f"fp32 {peak32 / 1e9:.0f} GFLOP/s, bf16 {peak16 / 1e9:.0f} GFLOP/s; load {load_average()}")
     print(f"{'model':20s} {'clip':>5s} {'batch':>5s} {'fp32 s':>8s} {'bf16 s':>8s} {'speed-up':>8s} "
-          f"{'frame min':>9s} {'mean':>8s} {'<0.999':>7s} {'scene min':>9s}", flush=True)
+          f"{'% pk32':>6s} {'% pk16':>6s} {'frame min':>9s} {'mean':>8s} {'<0.999':>7s} {'scene min':>9s}", flush=True)
     for name in a.models:
         m32, m16 = build(name), build(name, "bf16")
         agree = bf16_agreement(m32, m16, agreement_audio(m32.sample_rate, a.agree_seconds))
@@ -282,6 +284,7 @@ def cmd_bf16(a):
                 small = test_audio(1, 1.0, m32.sample_rate)
                 t32 = t16 = None
                 with torch.inference_mode():
+                    flops = count_flops(lambda: m32.timestamp_embeddings(audio[:1])) * batch
                     m32.timestamp_embeddings(small), m16.timestamp_embeddings(small)
                     ts32, ts16 = [], []
                     for _ in range(a.repeats):  # interleaved
@@ -289,6 +292,7 @@ def cmd_bf16(a):
                         ts16.append(timed(lambda: m16.timestamp_embeddings(audio), 1, warmup=lambda: None)[0])
                 t32, t16 = sorted(ts32)[len(ts32) // 2], sorted(ts16)[len(ts16) // 2]
                 print(f"{name:20s} {sec:4.0f}s {batch:5d} {t32:8.2f} {t16:8.2f} {t32 / t16:7.2f}x "
+                      f"{100 * flops / t32 / peak32:5.1f}% {100 * flops / t16 / peak16:5.1f}% "
                       f"{agree['frame_min']:9.5f} {agree['frame_mean']:8.5f} {100 * agree['frames_below_0.999']:6.2f}% "
                       f"{agree['scene_min']:9.6f}", flush=True)
         del m32, m16
