@@ -263,7 +263,7 @@ def test_deterministic_and_rate_independent(smoke, tmp_path):
     assert same
     for p in same:
         assert new[p] == ref[p], p
-    d = out / "djembe_strokes-v1-smoke"
+    d = out / "djembe_strokes-v2-smoke"
     for p in sorted((d / "22050" / "fold00").iterdir())[:3]:
         info = sf.info(str(p))
         assert info.samplerate == 22050 and info.frames == int(round(0.8 * 22050))
