@@ -70,9 +70,10 @@ class Layer:
     depth: Optional[int] = None  # a block's index within its member (its x position)
 
 
-def layer_plan(names: Sequence[str]) -> List[Layer]:
+def layer_plan(names: Sequence[str], widths: Optional[Sequence[int]] = None) -> List[Layer]:
     """Blocks in order, then per member (``name.split('.')[0]``, or the whole model when
-    names carry no member) the mean of its blocks, then the default embedding."""
+    names carry no member) the mean of its blocks where they have one width (``widths``,
+    per block), then the default embedding."""
     out: List[Layer] = []
     groups: Dict[str, List[int]] = {}
     for i, name in enumerate(names):
@@ -80,7 +81,7 @@ def layer_plan(names: Sequence[str]) -> List[Layer]:
         groups.setdefault(member, []).append(i)
         out.append(Layer(name, "block", (i,), len(groups[member]) - 1))
     for member, idx in groups.items():
-        if len(idx) > 1:
+        if len(idx) > 1 and (widths is None or len({widths[i] for i in idx}) == 1):
             out.append(Layer(f"{member}.mean" if member else "mean", "mean", tuple(idx)))
     out.append(Layer("default", "default", ()))
     return out
@@ -577,7 +578,7 @@ def probe(models: Sequence[str], tasks: str, only: Optional[Sequence[str]] = Non
                                            lambda: _checked(make_embedder(), task), progress)
             timing[folder]["features_s"] += secs
             say(f"[{name}] {task.name}: features " + (f"{secs:.1f} s" if secs else "cached"))
-            plan = select_layers(layer_plan(feats.layer_names), layers)
+            plan = select_layers(layer_plan(feats.layer_names, feats.info["widths"]), layers)
             t0 = time.time()
             folds = fold_plan(task.metadata)
             if protocol == "linear":

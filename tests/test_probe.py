@@ -103,8 +103,10 @@ def test_layer_plan_blocks_means_default_and_selection():
     plan = P.layer_plan(["0", "1", "2"])
     assert [p.key for p in plan] == ["0", "1", "2", "mean", "default"]
     assert plan[3].blocks == (0, 1, 2) and plan[1].depth == 1
-    fusion = P.layer_plan(["hubert.0", "hubert.1", "wav2vec2.0", "wav2vec2.1", "crepe.1", "crepe.2"])
-    assert [p.key for p in fusion][6:] == ["hubert.mean", "wav2vec2.mean", "crepe.mean", "default"]
+    names = ["hubert.0", "hubert.1", "wav2vec2.0", "wav2vec2.1", "crepe.1", "crepe.2"]
+    assert [p.key for p in P.layer_plan(names)][6:] == ["hubert.mean", "wav2vec2.mean", "crepe.mean", "default"]
+    fusion = P.layer_plan(names, [80, 80, 64, 64, 1024, 128])  # no mean of CREPE's unequal layers
+    assert [p.key for p in fusion][6:] == ["hubert.mean", "wav2vec2.mean", "default"]
     assert fusion[4].depth == 0  # crepe.1: the member's first block
     assert [p.key for p in P.select_layers(plan, "0,-1,default")] == ["0", "2", "default"]
     assert [p.key for p in P.select_layers(fusion, "hubert.1,crepe.2")] == ["hubert.1", "crepe.2"]
