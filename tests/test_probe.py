@@ -228,3 +228,10 @@ def test_cli_dispatches_probe(tasks, first, tmp_path):
     assert cli.main(["probe", MODEL, "--tasks", str(tasks), "--task", "tones", "--layers", "0",
                      "--out", str(out), "--quiet", "--cache-dir", str(first / "features")]) == 0
     assert (out / "report.md").exists()
+
+
+def test_named_member_blocks_of_unequal_widths(tasks, tmp_path):
+    """CREPE (a GURA member, real weights): six conv layers of unequal widths, no mean."""
+    out = tmp_path / "crepe"
+    assert P.main(["crepe_tiny", "--tasks", str(tasks), "--task", "tones", "--out", str(out), "--quiet"]) == 0
+    assert [r["layer"] for r in _scores(out)] == [f"crepe.{i}" for i in range(1, 7)] + ["default"]
