@@ -43,6 +43,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from ..checkpoints import cache_dir
 from .embeddings import (Embedder, TaskFolderError, embed_task, embed_task_shard, is_done, merge_shards,
                          options_suffix, read_task)
 from .predict import GRIDS, run_predictions
@@ -56,11 +57,6 @@ class SuiteUnavailable(RuntimeError):
 
 
 # -- task folders ----------------------------------------------------------------------
-def cache_dir() -> Path:
-    root = os.environ.get("HEAR_MODELS_CACHE")
-    return Path(root) if root else Path.home() / ".cache" / "hear_models"
-
-
 def suite_dir(suite: str, seed: int, sample_rate: int) -> Path:
     """Where an offline suite is cached for a model's sample rate."""
     name = f"{suite}-seed{seed}" + ("" if sample_rate == 16000 else f"-{sample_rate}")

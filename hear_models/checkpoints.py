@@ -1066,6 +1066,13 @@ def _accepted(names: Sequence[str]) -> str:
     )
 
 
+def cache_dir() -> Path:
+    """The package's cache folder: ``$HEAR_MODELS_CACHE``, else ``~/.cache/hear_models``
+    (generated task suites, task sources, stand-in models, feature caches)."""
+    root = os.environ.get("HEAR_MODELS_CACHE")
+    return Path(root) if root else Path.home() / ".cache" / "hear_models"
+
+
 def _default_download_root() -> str:
     default = os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(os.getenv("XDG_CACHE_HOME", default), "whisper")

@@ -58,8 +58,9 @@ class TaggingConfig:
 def _cache_root(cfg: TaggingConfig) -> Path:
     if cfg.cache_dir:
         return Path(cfg.cache_dir)
-    base = os.environ.get("HEAR_MODELS_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "hear_models")
-    return Path(base) / "whisper_at_features"
+    from hear_models.checkpoints import cache_dir
+
+    return cache_dir() / "whisper_at_features"
 
 
 def _whisper_id(source: str) -> str:

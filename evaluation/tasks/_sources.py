@@ -439,10 +439,10 @@ def kit_pieces() -> Dict[str, Dict[str, List[Path]]]:
 
 # ----------------------------------------------------------------- animals (PyPI)
 def _cache_dir() -> Path:
+    from hear_models.checkpoints import cache_dir
+
     env = os.environ.get("HEAR_MODELS_TASK_CACHE")
-    if env:
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hear_models" / "task_sources"
+    return Path(env) if env else cache_dir() / "task_sources"
 
 
 def _sha256(path: Path) -> str:

@@ -192,14 +192,11 @@ STANDIN_SEEDS = {"hubert": 1280, "wav2vec2": 1024}
 STANDIN_VERSION = "v1"
 
 
-def cache_dir() -> Path:
-    """``$HEAR_MODELS_CACHE`` or ``~/.cache/hear_models``."""
-    return Path(os.environ.get("HEAR_MODELS_CACHE") or Path.home() / ".cache" / "hear_models")
-
-
 def standin_folder(kind: str) -> Path:
     """A transformers folder with a tiny random stand-in, created (seeded) at first use."""
     from transformers import HubertModel, Wav2Vec2Model
+
+    from ..checkpoints import cache_dir
 
     folder = cache_dir() / "gura-standins" / f"{kind}-tiny-random-{STANDIN_VERSION}"
     if (folder / "config.json").is_file():
