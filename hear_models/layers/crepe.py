@@ -101,11 +101,16 @@ class Crepe(nn.Module):
     def _layer(self, x: Tensor, i: int) -> Tensor:
         conv: nn.Conv2d = getattr(self, f"conv{i}")
         bn: nn.BatchNorm2d = getattr(self, f"conv{i}_BN")
-        x = F.pad(x, (254, 254) if i == 1 else (31, 32))
-        x = F.conv1d(x, conv.weight[..., 0], conv.bias, stride=conv.stride[0])
-        x = F.relu(x)
-        x = F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
-        return F.max_pool1d(x, 2, 2)
+        # Always in the weights' dtype, also under bf16 autocast: the convolutions' outputs
+        # are ~100x what the batch norms leave (CREPE full: |conv| ~ 6000, running mean ~ 500,
+        # std ~ 45), so bf16 rounding of them leaves cosine ~0 to fp32 after 5 layers; and
+        # oneDNN's bf16 conv1d with these kernels is 3x slower than fp32 on CPU (docs/speed.md).
+        with torch.autocast(x.device.type, enabled=False):
+            x = F.pad(x.to(conv.weight.dtype), (254, 254) if i == 1 else (31, 32))
+            x = F.conv1d(x, conv.weight[..., 0], conv.bias, stride=conv.stride[0])
+            x = F.relu(x)
+            x = F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+            return F.max_pool1d(x, 2, 2)
 
     def embed(self, frames: Tensor) -> Tensor:
         """Normalised frames -> the 5th max-pool's output.
