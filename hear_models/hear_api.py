@@ -223,10 +223,12 @@ class HearModel(nn.Module):
                 f"at {self.sample_rate} Hz; this model needs at least {min_s} samples "
                 f"({1000 * min_s / self.sample_rate:.1f} ms)"
             )
-        if not torch.isfinite(audio).all():
+        # reductions only: no temporary the size of the input (an hour of audio is 230 MB)
+        lo, hi = (float(v) for v in torch.aminmax(audio))  # NaN propagates, inf shows
+        if not (math.isfinite(lo) and math.isfinite(hi)):
             bad = (~torch.isfinite(audio)).any(dim=1).nonzero().flatten().tolist()
             raise ValueError(f"audio contains NaN or inf (sounds {bad[:10]})")
-        peak = float(audio.abs().max())
+        peak = max(-lo, hi)
         if peak > MAX_ABS_AMPLITUDE:
             raise ValueError(
                 f"audio peaks at {peak:.4g}: HEAR audio is float in [-1, 1] "
