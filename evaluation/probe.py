@@ -721,7 +721,13 @@ def plot_scores(rows: List[Dict[str, Any]], path: Path) -> None:
         if ch is not None:
             ax.axhline(ch, color="0.6", lw=0.8)
         ax.set_title(f"{task.split('-')[0]}\n{metric}", fontsize=8)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        named = [k for m in models for k in _block_keys(rows, m)]
+        if any(not k.isdigit() for k in named):  # member blocks (crepe.1, hubert.3): name the ticks
+            keys = max((_block_keys(rows, m) for m in models), key=len)
+            ax.set_xticks(range(len(keys)))
+            ax.set_xticklabels(keys, rotation=90 if len(keys) > 4 else 0, fontsize=6)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.tick_params(labelsize=7)
         ax.set_xlabel("block", fontsize=7)
     for ax in list(axes.flat)[len(tasks):]:
