@@ -149,6 +149,28 @@ def verify_sha256(
     return actual
 
 
+# Weights that ship inside the package (hear_models/assets), pinned by sha256: name ->
+# (file under hear_models/assets, digest). Reached as "packaged:<name>" wherever a weights
+# file is taken (load_model, --weights); the digest is checked at every load.
+PACKAGED = {
+    "whisper_at_base_tl_tr_128": ("whisper_at/base_tl_tr_128_sound_mixtures.pt",
+                                  "f8beeefde2c17f9e13ab40ee6fda21358bce6b20a7b1371008385e598b4f5b54"),
+}
+PACKAGED_PREFIX = "packaged:"
+
+
+def packaged_weights(name: str) -> Path:
+    """The packaged weights file ``name`` (a key of :data:`PACKAGED`), sha256-checked."""
+    if name not in PACKAGED:
+        raise CheckpointError(f"no packaged weights {name!r}; packaged: {', '.join(sorted(PACKAGED))}")
+    rel, digest = PACKAGED[name]
+    path = Path(__file__).parent / "assets" / rel
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: packaged weights missing; reinstall hear-models")
+    verify_sha256(path, digest)
+    return path
+
+
 def torch_load_trusted_weights(path: PathLike, map_location: Union[str, torch.device] = "cpu"):
     """``torch.load(path, weights_only=True)`` with errors that say what went wrong.
 
@@ -158,7 +180,7 @@ def torch_load_trusted_weights(path: PathLike, map_location: Union[str, torch.de
     Parameters
     ----------
     path : str or PathLike
-        A file written by ``torch.save``.
+        A file written by ``torch.save``, or ``"packaged:<name>"`` (:data:`PACKAGED`).
     map_location : str or torch.device
         Where to put the tensors (default CPU).
 
@@ -176,6 +198,8 @@ def torch_load_trusted_weights(path: PathLike, map_location: Union[str, torch.de
         and the refused global).
     """
     path = os.fspath(path)
+    if path.startswith(PACKAGED_PREFIX):
+        path = os.fspath(packaged_weights(path[len(PACKAGED_PREFIX):]))
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     try:

@@ -24,24 +24,16 @@ from .models.whisper_at_heads import create_head, decision_windows, head_from_of
 
 HEAD_FORMAT = "hear_models/whisper_at_head/v1"
 
-# backbone source (as load_whisper takes it) -> (file under hear_models/assets, sha256)
-_BASE_HEAD = ("whisper_at/base_tl_tr_128_sound_mixtures.pt",
-              "f8beeefde2c17f9e13ab40ee6fda21358bce6b20a7b1371008385e598b4f5b54")
-BUILTIN_HEADS = {"": _BASE_HEAD, "offline:base": _BASE_HEAD}
+# backbone source (as load_whisper takes it) -> packaged head (hear_models.checkpoints.PACKAGED)
+BUILTIN_HEADS = {"": "whisper_at_base_tl_tr_128", "offline:base": "whisper_at_base_tl_tr_128"}
 
 
 def builtin_head(backbone: str) -> Optional[Path]:
     """The packaged head trained for ``backbone`` (sha256-checked), or None if there is none."""
-    from .checkpoints import verify_sha256
+    from .checkpoints import packaged_weights
 
-    entry = BUILTIN_HEADS.get(str(backbone))
-    if entry is None:
-        return None
-    path = Path(__file__).parent / "assets" / entry[0]
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: the packaged Whisper-AT head is missing; reinstall hear-models")
-    verify_sha256(path, entry[1])
-    return path
+    name = BUILTIN_HEADS.get(str(backbone))
+    return None if name is None else packaged_weights(name)
 
 
 @dataclass

@@ -510,3 +510,16 @@ def test_unknown_sources_list_what_is_accepted(tmp_path):
         C.load_whisper(tmp_path)
     with pytest.raises(FileNotFoundError, match="checkpoint file not found"):
         C.torch_load_trusted_weights(tmp_path / "missing.pt")
+
+
+def test_packaged_weights_are_named_and_checked(monkeypatch):
+    from hear_models import checkpoints
+
+    with pytest.raises(checkpoints.CheckpointError, match="no packaged weights 'nope'"):
+        checkpoints.torch_load_trusted_weights("packaged:nope")
+    obj = checkpoints.torch_load_trusted_weights("packaged:whisper_at_base_tl_tr_128")
+    assert obj["kind"] == "tl_tr" and obj["proj_dim"] == 128
+    rel, _ = checkpoints.PACKAGED["whisper_at_base_tl_tr_128"]
+    monkeypatch.setitem(checkpoints.PACKAGED, "whisper_at_base_tl_tr_128", (rel, "f" * 64))
+    with pytest.raises(checkpoints.ChecksumError):
+        checkpoints.torch_load_trusted_weights("packaged:whisper_at_base_tl_tr_128")

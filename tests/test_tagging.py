@@ -149,8 +149,10 @@ def test_packaged_head_is_checked_and_optional(tmp_path, monkeypatch, capsys):
     sf.write(wav, np.zeros(16000, dtype=np.float32), 16000)
     assert main(["tag", str(wav), "--head", "none", "--no-text"]) == 0
     assert "transcribing only" in capsys.readouterr().err
-    name, _ = tagging.BUILTIN_HEADS[""]
-    monkeypatch.setitem(tagging.BUILTIN_HEADS, "", (name, "0" * 64))
+    from hear_models import checkpoints
+
+    name = tagging.BUILTIN_HEADS[""]
+    monkeypatch.setitem(checkpoints.PACKAGED, name, (checkpoints.PACKAGED[name][0], "0" * 64))
     with pytest.raises(ChecksumError, match="sha256 mismatch"):
         tagging.builtin_head("")
 
