@@ -566,10 +566,9 @@ def probe(models: Sequence[str], tasks: str, only: Optional[Sequence[str]] = Non
             return loaded["embedder"]
 
         if tasks in SUITES:  # the suite is generated for the model's rate
-            tasks_dir = ensure_suite(tasks, seed, make_embedder().sample_rate, only, progress)
+            folders = ensure_suite(tasks, seed, make_embedder().sample_rate, only, progress)
         else:
-            tasks_dir = Path(tasks)
-        folders = find_tasks(tasks_dir, only)
+            folders = find_tasks(Path(tasks), only)
         timing[folder] = {"features_s": 0.0, "probe_s": 0.0}
         key = {"model": name, "module": module_path, "weights": w, "options": options}
         for tf in folders:

@@ -64,8 +64,10 @@ def suite_dir(suite: str, seed: int, sample_rate: int) -> Path:
 
 
 def ensure_suite(suite: str, seed: int, sample_rate: int, only: Optional[Sequence[str]] = None,
-                 progress: bool = True) -> Path:
-    """Generate the offline suite's tasks (all, or ``only``) into the cache unless there.
+                 progress: bool = True) -> List[Path]:
+    """Generate the offline suite's tasks (all, or ``only``) into the cache unless there,
+    and return their folders: those of the current task versions only (a cache filled by an
+    older release may also hold earlier versions, e.g. ``djembe_strokes-v1-smoke``).
 
     Each task folder is moved into the cache whole once generated, so a folder present
     is complete; an interrupted generation leaves nothing half-written behind.
@@ -80,9 +82,10 @@ def ensure_suite(suite: str, seed: int, sample_rate: int, only: Optional[Sequenc
         if unknown:
             raise TaskFolderError(f"suite {suite!r} has no task {unknown}; it has {[t.name for t in defs]}")
         defs = picked
+    current = [out / t.folder(suite) for t in defs]
     missing = [t for t in defs if not (out / t.folder(suite) / "task_metadata.json").is_file()]
     if not missing:
-        return out
+        return current
     out.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     if tmp.exists():
@@ -123,7 +126,7 @@ def ensure_suite(suite: str, seed: int, sample_rate: int, only: Optional[Sequenc
         man.write_text("".join(ln + "\n" for ln in sorted(lines, key=lambda ln: ln.split("  ", 1)[-1])))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return current
 
 
 def find_tasks(tasks_dir: Path, only: Optional[Sequence[str]] = None) -> List[Path]:
@@ -244,10 +247,9 @@ def evaluate(models: Sequence[str], tasks: str, only: Optional[Sequence[str]] = 
         say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if progress else (lambda *a: None)
         say(f"[{name}] {module_path} loaded in {time.time() - t0:.1f} s ({rate} Hz, device {embedder.device})")
         if tasks in SUITES:  # a suite name wins; a folder of that name: --tasks ./smoke
-            tasks_dir = ensure_suite(tasks, seed, rate, only, progress)
+            folders = ensure_suite(tasks, seed, rate, only, progress)
         else:
-            tasks_dir = Path(tasks)
-        folders = find_tasks(tasks_dir, only)
+            folders = find_tasks(Path(tasks), only)
         checked = [read_task(f, rate) for f in folders]  # every folder, before any compute
         seconds: Dict[str, Dict[str, float]] = {}
         emb_dirs = []

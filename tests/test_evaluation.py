@@ -425,3 +425,22 @@ def test_predictions_that_cannot_start_fail_every_task_once(tmp_path):
     assert [o.ok for o in outcomes] == [False, False]
     assert "should be a directory" in outcomes[0].error
     assert (tmp_path / "log").read_text().count("$ ") == 1  # one child, not one per task
+
+
+def test_suite_by_name_ignores_older_task_versions_in_the_cache(tmp_path, monkeypatch):
+    """A cache filled by an older release keeps e.g. djembe_strokes-v1-smoke beside the
+    current version: a suite name means the current versions only."""
+    pytest.importorskip("hear_models.evaluation.tasks")
+    monkeypatch.setenv("HEAR_MODELS_CACHE", str(tmp_path / "cache"))
+    from hear_models.evaluation.tasks import task_defs
+
+    [djembe] = [t for t in task_defs() if t.name == "djembe_strokes"]
+    stale = tmp_path / "cache" / "tasks" / "smoke-seed0" / "djembe_strokes-v0-smoke"
+    stale.mkdir(parents=True)
+    (stale / "task_metadata.json").write_text(json.dumps({"task_name": "djembe_strokes"}))
+    try:
+        folders = runner.ensure_suite("smoke", 0, 16000, only=["djembe_strokes"], progress=False)
+    except Exception as e:  # Debian sources missing
+        pytest.skip(f"offline task suite unavailable: {e}")
+    assert [f.name for f in folders] == [djembe.folder("smoke")] != ["djembe_strokes-v0-smoke"]
+    assert (folders[0] / "task_metadata.json").is_file()
