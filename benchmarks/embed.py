@@ -203,11 +203,17 @@ def test_audio(batch: int, seconds: float, sr: int, seed: int = 0) -> torch.Tens
     return torch.rand(batch, int(seconds * sr), generator=g) * 0.2 - 0.1
 
 
+def machine_line():
+    """Measure the fp32 / bf16 matmul peaks, print them with torch, threads and load; return them."""
+    peak32, peak16 = peak_matmul_rate(torch.float32), peak_matmul_rate(torch.bfloat16)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; measured peak matmul (2048^3): "
+          f"fp32 {peak32 / 1e9:.0f} GFLOP/s, bf16 {peak16 / 1e9:.0f} GFLOP/s; load {load_average()}")
+    return peak32, peak16
+
+
 # -- speed ------------------------------------------------------------------------------------
 def cmd_speed(a):
-    peak32, peak16 = peak_matmul_rate(torch.float32), peak_matmul_rate(torch.bfloat16)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; measured peak matmul "
-          f"(2048^3): fp32 {peak32 / 1e9:.0f} GFLOP/s, bf16 {peak16 / 1e9:.0f} GFLOP/s; load {load_average()}")
+    peak32, peak16 = machine_line()
     print(f"{'model':20s} {'impl':24s} {'clip':>5s} {'batch':>5s} {'s':>8s} {'x RT':>7s} {'peak MB':>8s} "
           f"{'GFLOP/s':>8s} {'% peak':>7s} {'ref/ours':>8s}", flush=True)
     rows = []
@@ -270,9 +276,7 @@ def bf16_agreement(m32, m16, audio) -> Dict[str, float]:
 
 
 def cmd_bf16(a):
-    peak32, peak16 = peak_matmul_rate(torch.float32), peak_matmul_rate(torch.bfloat16)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; measured peak matmul (2048^3): "
-          f"fp32 {peak32 / 1e9:.0f} GFLOP/s, bf16 {peak16 / 1e9:.0f} GFLOP/s; load {load_average()}")
+    peak32, peak16 = machine_line()
     print(f"{'model':20s} {'clip':>5s} {'batch':>5s} {'fp32 s':>8s} {'bf16 s':>8s} {'speed-up':>8s} "
           f"{'% pk32':>6s} {'% pk16':>6s} {'frame min':>9s} {'mean':>8s} {'<0.999':>7s} {'scene min':>9s}", flush=True)
     for name in a.models:
