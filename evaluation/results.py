@@ -214,3 +214,100 @@ def write_results(rows: List[Dict[str, Any]], out_dir: Path, settings: Optional[
     safe = [{k: _json_safe(v) for k, v in r.items()} for r in rows]
     paths["json"].write_text(json.dumps({"settings": settings or {}, "rows": safe}, indent=1, allow_nan=False))
     return paths
+
+
+# -- comparing runs -------------------------------------------------------------------------
+def read_results(paths: List[Path]) -> Dict[str, Dict[str, Any]]:
+    """Primary-metric rows of one or more ``results.json`` files, by task folder name
+    (``name-vN-suite``: different task versions never match). A task in a later file
+    replaces the same task in an earlier one; files with several models are refused."""
+    rows: Dict[str, Dict[str, Any]] = {}
+    for path in paths:
+        path = Path(path)
+        if path.is_dir():
+            path = path / "results.json"
+        try:
+            data = json.loads(path.read_text())
+            file_rows = data["rows"]
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: no such results file") from None
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{path}: not a results.json of hear-models evaluate ({e})") from None
+        models = {r["model"] for r in file_rows}
+        if len(models) > 1:
+            raise ValueError(f"{path}: holds {len(models)} models ({', '.join(sorted(models))}); "
+                             "compare one model per file")
+        for r in file_rows:
+            if r.get("primary") and r.get("status") == "ok":
+                rows[r["task"]] = r
+    return rows
+
+
+def compare(baseline: Dict[str, Dict[str, Any]], others: Dict[str, Dict[str, Dict[str, Any]]],
+            baseline_label: str = "baseline") -> str:
+    """A Markdown table of primary scores, the baseline beside each other run, on the tasks
+    every run has; the better score of each pair in bold, and a last line counting the
+    tasks each run beats the baseline on (and of those, by more than the baseline's fold
+    standard deviation)."""
+    tasks = sorted(set(baseline).intersection(*[set(o) for o in others.values()]))
+    if not tasks:
+        raise ValueError("the runs share no task (task folders must match, version included)")
+    head = ["task", "metric", "chance", baseline_label] + list(others)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    wins = {label: [0, 0] for label in others}
+
+    def cell(r, bold):
+        s = _fmt(_num(r["score"]))
+        s = f"**{s}**" if bold else s
+        return s + (f" ± {_fmt(_num(r['std']))}" if r.get("std") is not None else "")
+
+    for task in tasks:
+        b = baseline[task]
+        sign = -1.0 if b["lower_is_better"] else 1.0
+        better = {label: sign * (_num(o[task]["score"]) - _num(b["score"])) > 0 for label, o in others.items()}
+        cells = [task, b["metric"] + (" (↓)" if b["lower_is_better"] else ""), _fmt(_num(b["chance"])),
+                 cell(b, not any(better.values()))]
+        for label, o in others.items():
+            cells.append(cell(o[task], better[label]))
+            if better[label]:
+                wins[label][0] += 1
+                margin = sign * (_num(o[task]["score"]) - _num(b["score"]))
+                if b.get("std") is None or margin > _num(b["std"]):
+                    wins[label][1] += 1
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("| **better than " + baseline_label + " on** | | | | " + " | ".join(
+        f"**{w} of {len(tasks)}** ({s} by more than a fold std)" for w, s in wins.values()) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """``hear-models compare``: primary scores of evaluate runs side by side."""
+    import argparse
+
+    p = argparse.ArgumentParser(
+        prog="hear-models compare",
+        description="Primary scores of `hear-models evaluate` runs beside a baseline run, on the tasks "
+                    "they share. A run is LABEL=PATH[,PATH...] or PATH: results.json files or the "
+                    "folders holding them (several paths: one run split over several evaluate calls).")
+    p.add_argument("baseline", help="the run the others are compared with")
+    p.add_argument("runs", nargs="+", help="runs to compare with the baseline")
+    p.add_argument("--out", default=None, help="also write the Markdown table here")
+    a = p.parse_args(argv)
+
+    def parse(spec: str):
+        label, _, paths = spec.partition("=") if "=" in spec else ("", "", spec)
+        files = [Path(x) for x in paths.split(",") if x]
+        if not files:
+            raise SystemExit(f"hear-models compare: {spec!r} names no results file")
+        first = files[0].parent if files[0].name == "results.json" else files[0]
+        return label or first.name, read_results(files)
+
+    base_label, base = parse(a.baseline)
+    others = dict(parse(s) for s in a.runs)
+    if len(others) != len(a.runs):
+        raise SystemExit("hear-models compare: two runs have the same label; name them LABEL=PATH")
+    table = compare(base, others, base_label)
+    print(table, end="")
+    if a.out:
+        Path(a.out).write_text(table)
+    return 0

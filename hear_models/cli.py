@@ -32,6 +32,7 @@ DELEGATED = {
     "train": ("hear_models.training.cli", "pretrain / fine-tune (Lightning): CONFIG key=value, export, configs"),
     "evaluate": ("hear_models.evaluation.runner",
                  "embeddings + heareval's shallow-classifier protocol -> results table"),
+    "compare": ("hear_models.evaluation.results", "primary scores of evaluate runs beside a baseline run"),
     "probe": ("hear_models.evaluation.probe",
               "layer-wise probes: score per task x block, best block per class, figures, report"),
 }

@@ -444,3 +444,40 @@ def test_suite_by_name_ignores_older_task_versions_in_the_cache(tmp_path, monkey
         pytest.skip(f"offline task suite unavailable: {e}")
     assert [f.name for f in folders] == [djembe.folder("smoke")] != ["djembe_strokes-v0-smoke"]
     assert (folders[0] / "task_metadata.json").is_file()
+
+
+def _result_row(model, task, score, std=None, lower=False, primary=True, status="ok"):
+    return {"model": model, "task": task, "task_name": task.split("-")[0], "metric": "top1_acc",
+            "primary": primary, "lower_is_better": lower, "score": score, "std": std, "folds": 5 if std else 1,
+            "chance": 0.1, "status": status}
+
+
+def test_compare_counts_wins_on_shared_task_versions(tmp_path):
+    """`hear-models compare`: a run split over two files is one run; tasks match by folder
+    (version included); the count says how many tasks beat the baseline, and by a fold std."""
+    from hear_models.evaluation import results
+
+    def write(name, rows):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps({"settings": {}, "rows": rows}))
+        return str(tmp_path / name)
+
+    base = write("base", [_result_row("m", "a-v1-mini", 0.50, 0.05), _result_row("m", "b-v1-mini", 0.70),
+                          _result_row("m", "c-v2-mini", 0.30, 0.01),
+                          _result_row("m", "a-v1-mini", 0.9, primary=False)])
+    new1 = write("new1", [_result_row("m2", "a-v1-mini", 0.52, 0.05), _result_row("m2", "c-v1-mini", 0.9, 0.01)])
+    new2 = write("new2", [_result_row("m2", "b-v1-mini", 0.80), _result_row("m2", "c-v2-mini", 0.20, 0.01)])
+    out = tmp_path / "cmp.md"
+    assert results.main([base, f"pre={new1},{new2}", "--out", str(out)]) == 0
+    table = out.read_text()
+    lines = table.splitlines()
+    assert lines[0] == "| task | metric | chance | base | pre |"
+    assert [ln.split(" | ")[0] for ln in lines[2:5]] == ["| a-v1-mini", "| b-v1-mini", "| c-v2-mini"]
+    assert "**0.520** ± 0.050" in lines[2] and "| **0.300** ± 0.010 | 0.200" in lines[4]
+    assert lines[-1].endswith("**2 of 3** (1 by more than a fold std) |")  # a: +0.02 < std; b: no folds
+
+    with pytest.raises(ValueError, match="share no task"):
+        results.compare(results.read_results([Path(new1)]), {"x": results.read_results([Path(new2) / "results.json"])})
+    mixed = write("mixed", [_result_row("m", "a-v1-mini", 0.5), _result_row("z", "b-v1-mini", 0.5)])
+    with pytest.raises(ValueError, match="holds 2 models"):
+        results.read_results([Path(mixed)])
