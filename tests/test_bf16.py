@@ -1,8 +1,8 @@
 """bf16 inference: every model honours ``precision="bf16"`` and agrees with fp32.
 
 Measured on two noise clips and a chirp (3 s). The bounds are the ones docs/speed.md
-states per model: per-frame cosine >= 0.999 for every offline model but Whisper base,
-whose outlier channels leave its worst frame at ~0.996 (mean frame and scene >= 0.9999).
+states per model: per-frame cosine >= 0.999 for every offline model, mean frame and scene
+>= 0.9999 (Whisper reaches it by keeping its first block in fp32: test below).
 CREPE runs in fp32 whatever the precision (bf16 ruins it: see hear_models.layers.crepe);
 the CREPE-only models are therefore equal, and a fusion's bf16 covers its speech members.
 """
@@ -19,7 +19,6 @@ from hear_models import create_model, list_models
 
 # same code path as a twin that runs here (registry: long_clip_covered_by)
 TWINS = {"crepe": "crepe_tiny", "fusion_cat_xwc_time_standin": "fusion_cat_xwc_standin"}
-FRAME_MIN = {"whisper_base": 0.99}  # documented exception (docs/speed.md); all others 0.999
 
 
 def _audio(sr: int, seconds: float = 3.0) -> torch.Tensor:
@@ -46,7 +45,7 @@ def test_bf16_agrees_with_fp32(name, get_model):
     else:
         assert not torch.equal(e32, e16), "precision='bf16' changed nothing: autocast not applied"
     frame = F.cosine_similarity(e32.double(), e16.double(), dim=-1)
-    assert frame.min() >= FRAME_MIN.get(name, 0.999), float(frame.min())
+    assert frame.min() >= 0.999, float(frame.min())
     assert frame.mean() >= 0.9999, float(frame.mean())
     scene = F.cosine_similarity(m32.scene_embeddings(audio).double(), m16.scene_embeddings(audio).double(), dim=-1)
     assert scene.min() >= 0.9999, float(scene.min())
@@ -59,6 +58,22 @@ def test_whisper_residual_stream_stays_fp32_under_autocast(get_model):
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         states = list(enc.hidden_states(_audio(16000, 1.0)))
     assert all(h.dtype == torch.float32 for h in states)
+
+
+def test_whisper_first_block_runs_fp32_under_autocast(get_model):
+    """Whisper's outlier channels form in its first block: that block's matrix products stay
+    float32 under bf16 autocast (without it, Whisper base's worst frame fell to 0.986), the
+    later blocks' run in bf16."""
+    enc = get_model("whisper_tiny_en").encoder
+    seen = []
+    hooks = [b.mlp[0].register_forward_hook(lambda m, i, o: seen.append(o.dtype)) for b in enc.encoder.blocks]
+    try:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            list(enc.hidden_states(_audio(16000, 1.0)))
+    finally:
+        for h in hooks:
+            h.remove()
+    assert seen == [torch.float32] + [torch.bfloat16] * (len(enc.encoder.blocks) - 1)
 
 
 def test_unknown_precision_is_refused():
