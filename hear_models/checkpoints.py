@@ -155,6 +155,9 @@ def verify_sha256(
 PACKAGED = {
     "whisper_at_base_tl_tr_128": ("whisper_at/base_tl_tr_128_sound_mixtures.pt",
                                   "f8beeefde2c17f9e13ab40ee6fda21358bce6b20a7b1371008385e598b4f5b54"),
+    # pretrained by us on the offline mini suite's train audio (docs/training.md, model cards)
+    "conformer_tiny_mini": ("conformer/conformer_tiny_mini.pt",
+                            "c77be8a84e5873ec89e4b13222bdf710d09e5337f681420fa1c7178a4d2809b7"),
 }
 PACKAGED_PREFIX = "packaged:"
 

@@ -135,8 +135,9 @@ register(ModelSpec(
                 "every 40 ms (1152-d)",
 ))
 register(ModelSpec(
-    "conformer_tiny", "hear_models.conformer", "",
+    "conformer_tiny", "hear_models.conformer", "packaged:conformer_tiny_mini",
     options={"variant": "tiny"},
-    description="Conformer SSL tiny (64 wide, 4 blocks), UNTRAINED (seeded random weights; no trained "
-                "weights ship), mean of all blocks, 64-d every 40 ms (80 ms latents, each given to two frames)",
+    description="Conformer SSL tiny (64 wide, 4 blocks), PRETRAINED BY US on the offline mini suite's train "
+                "audio (63 min; not the paper's model; --weights '' for random init), mean of all blocks, "
+                "64-d every 40 ms (80 ms latents, each given to two frames)",
 ))

@@ -523,3 +523,31 @@ def test_packaged_weights_are_named_and_checked(monkeypatch):
     monkeypatch.setitem(checkpoints.PACKAGED, "whisper_at_base_tl_tr_128", (rel, "f" * 64))
     with pytest.raises(checkpoints.ChecksumError):
         checkpoints.torch_load_trusted_weights("packaged:whisper_at_base_tl_tr_128")
+
+
+@pytest.mark.parametrize("name", sorted(C.PACKAGED))
+def test_every_packaged_file_ships_with_its_pinned_sha256(name):
+    """Each packaged weights file is in the package (setup.cfg package_data) and matches
+    its pinned digest, so a corrupted or swapped file never loads silently."""
+    from hear_models import checkpoints
+
+    rel, digest = checkpoints.PACKAGED[name]
+    path = checkpoints.packaged_weights(name)
+    assert path.name == rel.split("/")[-1] and checkpoints.sha256_file(path) == digest
+
+
+def test_registry_defaults_to_the_packaged_pretrained_conformer():
+    """``conformer_tiny`` loads our pretrained weights (named and sha-checked); ``weights=''``
+    still gives the seeded random initialisation used as the baseline."""
+    from hear_models import create_model, registry
+
+    spec = registry.get_spec("conformer_tiny")
+    assert spec.weights == "packaged:conformer_tiny_mini" and "PRETRAINED" in spec.description
+    trained, random_init = create_model("conformer_tiny"), create_model("conformer_tiny", weights="")
+    assert "pretrained by hear-models" in trained.name
+    sd_t, sd_r = trained.encoder.state_dict(), random_init.encoder.state_dict()
+    assert sd_t.keys() == sd_r.keys()
+    assert not any(torch.equal(sd_t[k], sd_r[k]) for k in sd_t if k.endswith("weight") and sd_t[k].ndim == 2)
+    obj = C.torch_load_trusted_weights("packaged:conformer_tiny_mini")
+    assert obj["trained"]["steps"] == 8000
+    assert obj["trained"]["config"]["data"]["source"].startswith("train splits of the offline mini suite")

@@ -325,6 +325,16 @@ def test_cli_train_export_and_finetune_from_it(audio_dir, hear_task, tmp_path, c
         assert (tmp_path / "loss.png").stat().st_size > 1000
     exported = torch.load(tmp_path / "e.pt", weights_only=True)
     assert exported["trained"]["steps"] == 2
+    assert exported["trained"]["config"]["data"]["source"] == str(audio_dir)
+    # a file to share: its own description, and a note instead of the local data path
+    assert main(["train", "export", str(out / "checkpoints/final.ckpt"), str(tmp_path / "s.pt"),
+                 "--description", "MaskSpec-Tiny, 2 steps", "--data-note", "3 test clips"]) == 0
+    shared = torch.load(tmp_path / "s.pt", weights_only=True)
+    assert shared["description"] == "MaskSpec-Tiny, 2 steps"
+    assert shared["trained"]["config"]["data"]["source"] == "3 test clips"
+    assert str(audio_dir) not in repr(shared["trained"])
+    for key, value in exported["state_dict"].items():
+        assert torch.equal(value, shared["state_dict"][key])
     # fine-tune from the export: the encoder starts from the pretrained weights
     ft = tmp_path / "ft"
     assert main(["train", "maskspec_finetune", *TINY, f"data.source={hear_task}", f"model.init={tmp_path / 'e.pt'}",

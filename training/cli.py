@@ -46,10 +46,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         p.add_argument("checkpoint")
         p.add_argument("out")
         p.add_argument("--ema", action="store_true", help="export the EMA weights")
+        p.add_argument("--description", default="", help="the file's one-line description")
+        p.add_argument("--data-note", default="", help="replaces the data paths in the stored config "
+                       "(say what the data was, not where it sat)")
         a = p.parse_args(argv[1:])
         from .engine import export
 
-        sha = export(a.checkpoint, a.out, use_ema=a.ema)
+        sha = export(a.checkpoint, a.out, use_ema=a.ema, description=a.description, data_note=a.data_note)
         print(f"{a.out}: sha256 {sha}")
         return 0
 

@@ -433,8 +433,13 @@ def load_checkpoint(path: str) -> Tuple[TrainConfig, dict]:
     return build_config(extra["config"]), ckpt
 
 
-def export(checkpoint: str, out: str, use_ema: bool = False) -> str:
-    """Write the weights a model's HEAR module ``load_model(out)`` reads; returns sha256."""
+def export(checkpoint: str, out: str, use_ema: bool = False, description: str = "",
+           data_note: str = "") -> str:
+    """Write the weights a model's HEAR module ``load_model(out)`` reads; returns sha256.
+
+    ``description`` replaces the file's one-line description (shown by ``load_model``);
+    ``data_note`` replaces the data paths kept in the stored training config (files that
+    are shared should say what the data was, not where it sat on the training machine)."""
     from hear_models.checkpoints import sha256_file
 
     cfg, ckpt = load_checkpoint(checkpoint)
@@ -447,8 +452,15 @@ def export(checkpoint: str, out: str, use_ema: bool = False) -> str:
             raise ValueError(f"{checkpoint}: no EMA state (trainer.ema_decay was 0)")
         module.model.load_state_dict({**module.model.state_dict(), **extra["ema"]["shadow"]})
     state = module.export_state()
+    config = cfg.to_dict()
+    if data_note:
+        for key in ("source", "val_source"):
+            if config["data"].get(key):
+                config["data"][key] = data_note
+    if description:
+        state["description"] = description
     state["trained"] = {"steps": int(ckpt.get("global_step", 0)), "objective": cfg.objective,
-                        "config": cfg.to_dict(), "ema": use_ema}
+                        "config": config, "ema": use_ema}
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + ".tmp")
