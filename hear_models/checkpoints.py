@@ -158,6 +158,8 @@ PACKAGED = {
     # pretrained by us on the offline mini suite's train audio (docs/training.md, model cards)
     "conformer_tiny_mini": ("conformer/conformer_tiny_mini.pt",
                             "c77be8a84e5873ec89e4b13222bdf710d09e5337f681420fa1c7178a4d2809b7"),
+    "atst_tiny_mini": ("atst/atst_tiny_mini.pt",
+                       "7fb3fcf87144afc25e31e617028999d9819c95d412c503f65b298e78af28622d"),
 }
 PACKAGED_PREFIX = "packaged:"
 

@@ -128,11 +128,12 @@ for _name, _description in _GURA_OFFICIAL:
     register(ModelSpec(_name, "hear_models.gura", _name, downloads=True,
                        description=f"DOWNLOADS HF weights: {_description}"))
 register(ModelSpec(
-    "atst_tiny", "hear_models.atst", "",
+    "atst_tiny", "hear_models.atst", "packaged:atst_tiny_mini",
     options={"variant": "tiny"},
-    description="ATST-Tiny (192-d x 6 blocks), UNTRAINED (seeded random weights): official protocol, "
-                "scene [CLS ; mean] x 6 blocks over 6 s chunks (2304-d), 6 blocks concatenated "
-                "every 40 ms (1152-d)",
+    description="ATST-Tiny (192-d x 6 blocks), PRETRAINED BY US on the offline mini suite's train audio "
+                "(63 min; not the paper's model; --weights '' for random init): official protocol, scene "
+                "[CLS ; mean] x 6 blocks over 2 s chunks (its training views; 2304-d), 6 blocks "
+                "concatenated every 40 ms (1152-d)",
 ))
 register(ModelSpec(
     "conformer_tiny", "hear_models.conformer", "packaged:conformer_tiny_mini",

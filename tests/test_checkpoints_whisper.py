@@ -536,18 +536,20 @@ def test_every_packaged_file_ships_with_its_pinned_sha256(name):
     assert path.name == rel.split("/")[-1] and checkpoints.sha256_file(path) == digest
 
 
-def test_registry_defaults_to_the_packaged_pretrained_conformer():
-    """``conformer_tiny`` loads our pretrained weights (named and sha-checked); ``weights=''``
-    still gives the seeded random initialisation used as the baseline."""
+@pytest.mark.parametrize("name,packaged,steps", [("conformer_tiny", "conformer_tiny_mini", 8000),
+                                                   ("atst_tiny", "atst_tiny_mini", 2500)])
+def test_registry_defaults_to_the_packaged_pretrained_weights(name, packaged, steps):
+    """These registry names load our pretrained weights (named and sha-checked);
+    ``weights=''`` still gives the seeded random initialisation used as the baseline."""
     from hear_models import create_model, registry
 
-    spec = registry.get_spec("conformer_tiny")
-    assert spec.weights == "packaged:conformer_tiny_mini" and "PRETRAINED" in spec.description
-    trained, random_init = create_model("conformer_tiny"), create_model("conformer_tiny", weights="")
+    spec = registry.get_spec(name)
+    assert spec.weights == f"packaged:{packaged}" and "PRETRAINED" in spec.description
+    trained, random_init = create_model(name), create_model(name, weights="")
     assert "pretrained by hear-models" in trained.name
     sd_t, sd_r = trained.encoder.state_dict(), random_init.encoder.state_dict()
     assert sd_t.keys() == sd_r.keys()
     assert not any(torch.equal(sd_t[k], sd_r[k]) for k in sd_t if k.endswith("weight") and sd_t[k].ndim == 2)
-    obj = C.torch_load_trusted_weights("packaged:conformer_tiny_mini")
-    assert obj["trained"]["steps"] == 8000
+    obj = C.torch_load_trusted_weights(f"packaged:{packaged}")
+    assert obj["trained"]["steps"] == steps
     assert obj["trained"]["config"]["data"]["source"].startswith("train splits of the offline mini suite")
