@@ -264,15 +264,14 @@ def compare(baseline: Dict[str, Dict[str, Any]], others: Dict[str, Dict[str, Dic
     for task in tasks:
         b = baseline[task]
         sign = -1.0 if b["lower_is_better"] else 1.0
-        better = {label: sign * (_num(o[task]["score"]) - _num(b["score"])) > 0 for label, o in others.items()}
+        margin = {label: sign * (_num(o[task]["score"]) - _num(b["score"])) for label, o in others.items()}
         cells = [task, b["metric"] + (" (↓)" if b["lower_is_better"] else ""), _fmt(_num(b["chance"])),
-                 cell(b, not any(better.values()))]
+                 cell(b, not any(m > 0 for m in margin.values()))]
         for label, o in others.items():
-            cells.append(cell(o[task], better[label]))
-            if better[label]:
+            cells.append(cell(o[task], margin[label] > 0))
+            if margin[label] > 0:
                 wins[label][0] += 1
-                margin = sign * (_num(o[task]["score"]) - _num(b["score"]))
-                if b.get("std") is None or margin > _num(b["std"]):
+                if b.get("std") is None or margin[label] > _num(b["std"]):
                     wins[label][1] += 1
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("| **better than " + baseline_label + " on** | | | | " + " | ".join(

@@ -15,7 +15,6 @@ padding 1, centred on mel frame 2 i) is centred at sample 320 i: 0, 20, 40, ... 
 from __future__ import annotations
 
 import contextlib
-
 from typing import Iterator, Sequence, Union
 
 import torch
@@ -31,9 +30,8 @@ MEL_HOP = 160  # samples: 10 ms
 FRAME_HOP = 320  # samples: 20 ms per encoder frame (conv2 stride 2)
 WINDOW = 30 * SAMPLE_RATE  # samples: Whisper's 30 s context = 3000 mel frames = 1500 frames
 MIN_SAMPLES = 400  # samples: one 25 ms STFT window
-
-
 FP32_BLOCKS = 2  # Whisper blocks kept in float32 under bf16 autocast (see hidden_states_from_mel)
+
 
 class WhisperEncoder(FrameEncoder):
     """Per-block features of a Whisper encoder, combined by a :class:`LayerSelector`.
@@ -118,8 +116,7 @@ class WhisperEncoder(FrameEncoder):
             # outlier channels form there. With all blocks in bf16, 1.4 % of base's frames
             # fell below 0.999 cosine to fp32 (worst 0.986); with the first in fp32, worst
             # 0.9988; with the first two, worst 0.9999 on 3-20 s clips (docs/speed.md).
-            fp32 = i < FP32_BLOCKS
-            with torch.autocast(x.device.type, enabled=False) if fp32 else contextlib.nullcontext():
+            with torch.autocast(x.device.type, enabled=False) if i < FP32_BLOCKS else contextlib.nullcontext():
                 x = block(x)
             yield x
 
