@@ -169,7 +169,7 @@ def resolve_model(name: str, weights: Optional[str], user_options: dict) -> Tupl
     module_path, default_weights, options = registry.hear_module(name)
     folder = name + options_suffix(user_options)
     if weights is not None:  # heareval's name ignores the weights: two checkpoints would collide
-        folder += options_suffix({"weights": Path(weights).name or str(weights)})
+        folder += options_suffix({"weights": Path(weights).name or str(weights) or "none"})  # '': no weights
     return module_path, default_weights if weights is None else weights, {**options, **user_options}, folder
 
 

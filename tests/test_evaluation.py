@@ -416,6 +416,7 @@ def test_heareval_batch_size_and_folder_names():
     assert runner.resolve_model("hear_models.whisper_at", "x/y.pt", {"layers": 3})[3] == \
         "hear_models.whisper_at-layers=3-weights=y-pt"
     assert runner.resolve_model("whisper_tiny_en", "offline:base", {})[3] == "whisper_tiny_en-weights=offline-base"
+    assert runner.resolve_model("conformer_tiny", "", {})[3] == "conformer_tiny-weights=none"  # random init
 
 
 def test_predictions_that_cannot_start_fail_every_task_once(tmp_path):

@@ -196,6 +196,23 @@ def test_resume_equals_uninterrupted(audio_dir, tmp_path):
     assert full_log[-1]["train/loss"] == log[-1]["train/loss"] and full_log[-1]["lr"] == log[-1]["lr"]
 
 
+def test_resume_with_a_changed_schedule_warns(audio_dir, tmp_path, recwarn):
+    """Resuming with another trainer.max_steps recomputes the lr schedule (a cosine restarts
+    part-way): the user is told, with the lr before and after; the same settings say
+    nothing; a max_steps already reached says there is nothing to train."""
+    common = [f"data.source={audio_dir}", "trainer.checkpoint_every=2", "optim.warmup_steps=1"]
+    run(tmp_path, "r", common + ["trainer.max_steps=4"], resume="auto")
+    ck = tmp_path / "r" / "checkpoints"
+    run(tmp_path, "same", common + ["trainer.max_steps=4"], resume=str(ck / "step0000002.ckpt"))
+    assert not [w for w in recwarn if "lr schedule" in str(w.message) or "nothing left" in str(w.message)]
+    with pytest.warns(UserWarning, match=r"at step 4 with a changed lr schedule \(trainer\.max_steps 4 -> 8\).*"
+                                         r"moves from 0 to [0-9.e-]+ \(a warm restart\)"):
+        run(tmp_path, "r", common + ["trainer.max_steps=8"], resume=str(ck / "final.ckpt"))
+    assert torch.load(ck / "final.ckpt", weights_only=True)["global_step"] == 8
+    with pytest.warns(UserWarning, match="at step 8 with trainer.max_steps=6: nothing left to train"):
+        run(tmp_path, "r", common + ["trainer.max_steps=6"], resume="auto")
+
+
 def test_sigterm_checkpoints_and_resume_continues(audio_dir, tmp_path, monkeypatch):
     """SIGTERM mid-run: the step in flight finishes, last.ckpt is written, the run ends with
     TrainingInterrupted (the CLI: status 143), and --resume auto ends where an uninterrupted

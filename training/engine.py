@@ -92,6 +92,49 @@ def lr_factor(step: int, max_steps: int, warmup: int, schedule: str, min_ratio: 
     return min_ratio + (1.0 - min_ratio) * shape
 
 
+def peak_lr(cfg: TrainConfig, world: int = 1) -> float:
+    """optim.lr, or optim.base_lr scaled by the effective batch / 256."""
+    o = cfg.optim
+    if o.lr > 0:
+        return o.lr
+    return o.base_lr * cfg.data.batch_size * world * cfg.trainer.accumulate_grad_batches / 256
+
+
+def scheduled_lr(cfg: TrainConfig, step: int, peak: float) -> float:
+    """The (un-scaled) lr of ``cfg``'s schedule at ``step`` for a given peak lr."""
+    o, t = cfg.optim, cfg.trainer
+    warmup = o.warmup_steps or int(round(o.warmup_fraction * t.max_steps))
+    return peak * lr_factor(step, t.max_steps, warmup, o.schedule, o.min_lr / peak if peak > 0 else 0.0)
+
+
+SCHEDULE_KEYS = (("trainer", "max_steps"), ("trainer", "accumulate_grad_batches"), ("data", "batch_size"),
+                 ("optim", "lr"), ("optim", "base_lr"), ("optim", "min_lr"), ("optim", "schedule"),
+                 ("optim", "warmup_steps"), ("optim", "warmup_fraction"))
+
+
+def warn_schedule_change(old: TrainConfig, new: TrainConfig, step: int, world: int = 1) -> None:
+    """On resume: say so when the settings that shape the lr schedule differ from the
+    checkpoint's. The schedule is a function of the current settings, so a changed
+    ``trainer.max_steps`` (say) moves the lr at the resumed step (a warm restart of a
+    cosine) instead of continuing the curve the run was on."""
+    import warnings
+
+    changed = [f"{sec}.{key} {getattr(getattr(old, sec), key)!r} -> {getattr(getattr(new, sec), key)!r}"
+               for sec, key in SCHEDULE_KEYS if getattr(getattr(old, sec), key) != getattr(getattr(new, sec), key)]
+    if not changed:
+        return
+    if step >= new.trainer.max_steps:
+        warnings.warn(f"resuming at step {step} with trainer.max_steps={new.trainer.max_steps}: nothing left to "
+                      "train (raise trainer.max_steps to train further)", UserWarning, stacklevel=2)
+        return
+    before = scheduled_lr(old, step, peak_lr(old, world))
+    after = scheduled_lr(new, step, peak_lr(new, world))
+    warnings.warn(f"resuming at step {step} with a changed lr schedule ({', '.join(changed)}): the schedule is "
+                  f"recomputed for the new settings, so the lr at step {step} moves from {before:.3g} to "
+                  f"{after:.3g}{' (a warm restart)' if after > 1.5 * before else ''}; keep the checkpoint's "
+                  "settings to continue the curve it was on", UserWarning, stacklevel=2)
+
+
 # -- EMA ---------------------------------------------------------------------------------------
 class EMA:
     """Exponential moving average of a module's floating-point state."""
@@ -163,27 +206,20 @@ class TrainModule(L.LightningModule):
 
     # -- Lightning -------------------------------------------------------------------------
     def peak_lr(self) -> float:
-        o = self.cfg.optim
-        if o.lr > 0:
-            return o.lr
-        world = self.trainer.world_size if self._trainer is not None else 1
-        batch = self.cfg.data.batch_size * world * self.cfg.trainer.accumulate_grad_batches
-        return o.base_lr * batch / 256
+        return peak_lr(self.cfg, self.trainer.world_size if self._trainer is not None else 1)
 
     def configure_optimizers(self):
-        o, t = self.cfg.optim, self.cfg.trainer
+        o = self.cfg.optim
         lr = self.peak_lr()
         groups = self.param_groups()
         for g in groups:
             g["lr"] = lr * g.pop("lr_scale", 1.0)
             g.pop("names", None)
         opt = torch.optim.AdamW(groups, lr=lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
-        warmup = o.warmup_steps or int(round(o.warmup_fraction * t.max_steps))
-        min_ratio = o.min_lr / lr if lr > 0 else 0.0
-        max_steps = t.max_steps
+        cfg = self.cfg
 
         def factor(step: int) -> float:
-            return lr_factor(step, max_steps, warmup, o.schedule, min_ratio)
+            return scheduled_lr(cfg, step, lr) / lr if lr > 0 else 0.0
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
@@ -236,6 +272,9 @@ class TrainModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         extra = checkpoint.get(CKPT_KEY) or {}
+        if extra.get("config") and self._trainer is not None:  # resuming a run (not export)
+            warn_schedule_change(build_config(extra["config"]), self.cfg, int(checkpoint.get("global_step", 0)),
+                                 self.trainer.world_size)
         self.data_position = int(extra.get("data_position", 0))
         self._next_batch = self.data_position
         self._pending_rng = extra.get("rng")
