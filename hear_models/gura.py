@@ -45,7 +45,7 @@ class GuraHearModel(HearModel):
     250 ms, as the official code), optionally in k equal time groups (``_time``).
     """
 
-    def __init__(self, encoder, name: str = "", max_batch_seconds: float = 240.0, scene_groups: int = 1,
+    def __init__(self, encoder, name: str = "", max_batch_seconds: float = 30.0, scene_groups: int = 1,
                  precision: str = "fp32"):
         super().__init__(encoder, name=name, max_batch_seconds=max_batch_seconds, precision=precision)
         self.scene_groups = int(scene_groups)
@@ -175,7 +175,7 @@ def load_model(
     wav2vec2: Optional[str] = None,
     crepe: Optional[str] = None,
     window_seconds: float = 30.0,
-    max_batch_seconds: float = 240.0,
+    max_batch_seconds: float = 30.0,
     crepe_batch_frames: Optional[int] = None,
     precision: str = "fp32",
 ) -> GuraHearModel:
@@ -192,7 +192,12 @@ def load_model(
         Longest audio one window holds (multiple of 0.5 s). Clips up to this length are
         computed exactly as the official code computes the whole clip.
     max_batch_seconds : float
-        Audio (summed over sounds) per window batch, bounding memory.
+        Audio (summed over sounds, counted in whole windows) per window batch, bounding
+        memory. Default 30 s, one window per forward, unlike the other models' 240 s: the
+        speech members keep all their hidden states (49 + 25 for fusion_cat_xwc) until
+        they are averaged, and one window's matrices are already large enough that
+        batching windows gains nothing (16 clips of 10 s: 158 s and 0.3 GB one at a time,
+        163 s and 1.9 GB eight at a time; docs/speed.md).
     crepe_batch_frames : int, optional
         CREPE frames per forward pass (default: about 100 MB of activations, 64 frames
         for CREPE full, 512 for tiny, whose thin layers need big batches to be fast).
