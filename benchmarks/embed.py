@@ -222,11 +222,12 @@ def cmd_speed(a):
         ours, refs = implementations(name, hm)
         for sec in a.seconds:
             for batch in a.batch:
-                if f"{name}:{sec:g}:{batch}" in a.skip:
+                cell = f"{name}:{sec:g}:{batch}"
+                if cell in a.skip:
                     continue
                 audio = test_audio(batch, sec, hm.sample_rate)
                 small = test_audio(1, 1.0, hm.sample_rate)
-                impls = [("ours", ours)] + ([] if f"{name}:{sec:g}:{batch}" in a.ours_only else list(refs.items()))
+                impls = [("ours", ours)] + ([] if cell in a.ours_only else list(refs.items()))
                 times: Dict[str, List[float]] = {impl: [] for impl, _ in impls}
                 mem: Dict[str, float] = {}
                 with torch.inference_mode():

@@ -529,11 +529,9 @@ def test_packaged_weights_are_named_and_checked(monkeypatch):
 def test_every_packaged_file_ships_with_its_pinned_sha256(name):
     """Each packaged weights file is in the package (setup.cfg package_data) and matches
     its pinned digest, so a corrupted or swapped file never loads silently."""
-    from hear_models import checkpoints
-
-    rel, digest = checkpoints.PACKAGED[name]
-    path = checkpoints.packaged_weights(name)
-    assert path.name == rel.split("/")[-1] and checkpoints.sha256_file(path) == digest
+    rel, digest = C.PACKAGED[name]
+    path = C.packaged_weights(name)
+    assert path.name == rel.split("/")[-1] and C.sha256_file(path) == digest
 
 
 @pytest.mark.parametrize("name,packaged,steps", [("conformer_tiny", "conformer_tiny_mini", 8000),

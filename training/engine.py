@@ -100,11 +100,11 @@ def peak_lr(cfg: TrainConfig, world: int = 1) -> float:
     return o.base_lr * cfg.data.batch_size * world * cfg.trainer.accumulate_grad_batches / 256
 
 
-def scheduled_lr(cfg: TrainConfig, step: int, peak: float) -> float:
-    """The (un-scaled) lr of ``cfg``'s schedule at ``step`` for a given peak lr."""
+def schedule_factor(cfg: TrainConfig, step: int, peak: float) -> float:
+    """Multiplier of the peak lr ``peak`` at ``step`` under ``cfg``'s schedule."""
     o, t = cfg.optim, cfg.trainer
     warmup = o.warmup_steps or int(round(o.warmup_fraction * t.max_steps))
-    return peak * lr_factor(step, t.max_steps, warmup, o.schedule, o.min_lr / peak if peak > 0 else 0.0)
+    return lr_factor(step, t.max_steps, warmup, o.schedule, o.min_lr / peak if peak > 0 else 0.0)
 
 
 SCHEDULE_KEYS = (("trainer", "max_steps"), ("trainer", "accumulate_grad_batches"), ("data", "batch_size"),
@@ -119,16 +119,18 @@ def warn_schedule_change(old: TrainConfig, new: TrainConfig, step: int, world: i
     cosine) instead of continuing the curve the run was on."""
     import warnings
 
-    changed = [f"{sec}.{key} {getattr(getattr(old, sec), key)!r} -> {getattr(getattr(new, sec), key)!r}"
-               for sec, key in SCHEDULE_KEYS if getattr(getattr(old, sec), key) != getattr(getattr(new, sec), key)]
+    values = [(f"{sec}.{key}", getattr(getattr(old, sec), key), getattr(getattr(new, sec), key))
+              for sec, key in SCHEDULE_KEYS]
+    changed = [f"{name} {a!r} -> {b!r}" for name, a, b in values if a != b]
     if not changed:
         return
     if step >= new.trainer.max_steps:
         warnings.warn(f"resuming at step {step} with trainer.max_steps={new.trainer.max_steps}: nothing left to "
                       "train (raise trainer.max_steps to train further)", UserWarning, stacklevel=2)
         return
-    before = scheduled_lr(old, step, peak_lr(old, world))
-    after = scheduled_lr(new, step, peak_lr(new, world))
+    peak_old, peak_new = peak_lr(old, world), peak_lr(new, world)
+    before = peak_old * schedule_factor(old, step, peak_old)
+    after = peak_new * schedule_factor(new, step, peak_new)
     warnings.warn(f"resuming at step {step} with a changed lr schedule ({', '.join(changed)}): the schedule is "
                   f"recomputed for the new settings, so the lr at step {step} moves from {before:.3g} to "
                   f"{after:.3g}{' (a warm restart)' if after > 1.5 * before else ''}; keep the checkpoint's "
@@ -219,7 +221,7 @@ class TrainModule(L.LightningModule):
         cfg = self.cfg
 
         def factor(step: int) -> float:
-            return scheduled_lr(cfg, step, lr) / lr if lr > 0 else 0.0
+            return schedule_factor(cfg, step, lr)
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
