@@ -60,12 +60,13 @@ SPEED_MODELS = ["whisper_at_base", "whisper_base", "maskspec_base", "atst_base",
 
 
 # -- models at their default sizes ----------------------------------------------------------
-def build(name: str, precision: str = "fp32"):
-    """Our HearModel for a benchmark name (see the module docstring)."""
+def build(name: str, precision: str = "fp32", **options):
+    """Our HearModel for a benchmark name (see the module docstring); ``options``: the
+    adapter's keywords (e.g. ``max_batch_seconds``)."""
     from hear_models import atst, conformer, create_model, maskspec
 
     if name in ("whisper_base", "whisper_tiny_en"):
-        return create_model(name, precision=precision)
+        return create_model(name, precision=precision, **options)
     if name == "whisper_at_base":
         from hear_models.hear_api import HearModel
         from hear_models.models.whisper import WhisperEncoder
@@ -75,19 +76,19 @@ def build(name: str, precision: str = "fp32"):
         torch.manual_seed(0)
         head = create_head("tl_tr", len(enc.blocks), enc.ln_post.normalized_shape[0], 527).eval()
         we = WhisperEncoder(enc, head=head).requires_grad_(False)
-        return HearModel(we, name="whisper_at_base", precision=precision).eval()
+        return HearModel(we, name="whisper_at_base", precision=precision, **options).eval()
     if name == "maskspec_base":
-        return maskspec.load_model("", variant="base", precision=precision)
+        return maskspec.load_model("", variant="base", precision=precision, **options)
     if name == "atst_base":
-        return atst.load_model("", variant="base", precision=precision)
+        return atst.load_model("", variant="base", precision=precision, **options)
     if name == "conformer_L":
-        return conformer.load_model("", variant="L", precision=precision)
+        return conformer.load_model("", variant="L", precision=precision, **options)
     if name == "gura_fusion_cat_xwc":
-        return build_gura(precision)
-    return create_model(name, precision=precision)
+        return build_gura(precision, **options)
+    return create_model(name, precision=precision, **options)
 
 
-def build_gura(precision: str = "fp32"):
+def build_gura(precision: str = "fp32", **options):
     """fusion_cat_xwc at full size: HuBERT xLarge + wav2vec 2.0 Large (RANDOM, the official
     configurations) + CREPE full (real weights)."""
     from transformers import HubertConfig, HubertModel, Wav2Vec2Config, Wav2Vec2Model
@@ -103,7 +104,7 @@ def build_gura(precision: str = "fp32"):
     speech = {"hubert": SpeechMember(hubert.eval().requires_grad_(False)),
               "wav2vec2": SpeechMember(w2v.eval().requires_grad_(False))}
     enc = GuraEncoder(VARIANTS["fusion_cat_xwc"], speech, load_crepe("full"))
-    return GuraHearModel(enc, name="gura_fusion_cat_xwc", precision=precision).eval()
+    return GuraHearModel(enc, name="gura_fusion_cat_xwc", precision=precision, **options).eval()
 
 
 # -- the references -------------------------------------------------------------------------
@@ -218,7 +219,7 @@ def cmd_speed(a):
           f"{'GFLOP/s':>8s} {'% peak':>7s} {'ref/ours':>8s}", flush=True)
     rows = []
     for name in a.models:
-        hm = build(name)
+        hm = build(name, **({"max_batch_seconds": a.max_batch_seconds} if a.max_batch_seconds else {}))
         ours, refs = implementations(name, hm)
         for sec in a.seconds:
             for batch in a.batch:
@@ -402,6 +403,8 @@ def main(argv=None):
     s.add_argument("--skip", nargs="*", default=[], metavar="MODEL:SECONDS:BATCH")
     s.add_argument("--ours-only", nargs="*", default=[], metavar="MODEL:SECONDS:BATCH",
                    help="cells where only ours runs (a reference that cannot fit in memory)")
+    s.add_argument("--max-batch-seconds", type=float, default=None,
+                   help="our adapter's max_batch_seconds (default: each model's own)")
     s.add_argument("--json", default="")
     s.set_defaults(func=cmd_speed)
     s = sub.add_parser("bf16")

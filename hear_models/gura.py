@@ -196,8 +196,8 @@ def load_model(
         memory. Default 30 s, one window per forward, unlike the other models' 240 s: the
         speech members keep all their hidden states (49 + 25 for fusion_cat_xwc) until
         they are averaged, and one window's matrices are already large enough that
-        batching windows gains nothing (16 clips of 10 s: 158 s and 0.3 GB one at a time,
-        163 s and 1.9 GB eight at a time; docs/speed.md).
+        batching windows gains nothing (16 clips of 10 s: 166 s and 0.3 GB one at a time,
+        166 s and 1.9 GB eight at a time; docs/speed.md).
     crepe_batch_frames : int, optional
         CREPE frames per forward pass (default: about 100 MB of activations, 64 frames
         for CREPE full, 512 for tiny, whose thin layers need big batches to be fast).
