@@ -1,8 +1,8 @@
 """Run heareval's shallow-classifier protocol on embedding folders, in a subprocess.
 
 heareval's predictions runner (its code, grids and metrics) runs in a child process
-started through :mod:`hear_models.evaluation._heareval_predict`, which applies the fixes
-heareval needs today in that process only. The child's output goes to a log file; a
+started as ``hear-models heareval predictions`` (:mod:`hear_models.evaluation.heareval_runners`),
+which applies the fixes heareval needs today in that process. The child's output goes to a log file; a
 task that fails is reported with the tail of its log and the others still run.
 """
 
@@ -36,13 +36,9 @@ class PredictionOutcome:
 
 
 def child_env(base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
-    """Environment of the heareval child process (and only of it)."""
+    """Environment of the heareval child process: the parent's, unbuffered (the fixes
+    themselves are applied inside the child, :func:`heareval_runners.apply_fixes`)."""
     env = dict(os.environ if base is None else base)
-    # heareval loads its own checkpoints (written moments before by this run) with a bare
-    # torch.load; torch >= 2.6 refuses their nn classes under weights_only=True.
-    env["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
-    # --deterministic True makes cuBLAS demand a fixed workspace on CUDA >= 10.2
-    env.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 
@@ -53,7 +49,7 @@ def command(task_dirs: Sequence[Path], grid: str, grid_points: int, deterministi
         raise ValueError(f"grid {grid!r}: expected one of {list(GRIDS)}")
     if grid_points < 1:
         raise ValueError("grid points must be >= 1")
-    cmd = [sys.executable, "-m", "hear_models.evaluation._heareval_predict",
+    cmd = [sys.executable, "-m", "hear_models.evaluation.heareval_runners", "predictions",
            *[str(Path(t).resolve()) for t in task_dirs],
            "--grid", grid, "--grid-points", str(int(grid_points)),
            "--deterministic", str(bool(deterministic))]

@@ -15,7 +15,7 @@ computed; embeddings are written by our extractor in heareval's on-disk format u
 ``<embeddings-dir>/<model>[-options]/<task>/`` (tasks with heareval's done marker are
 skipped, so an interrupted run resumes); then heareval's own predictions runner trains
 and scores the shallow classifiers in a subprocess with its fixes
-(:mod:`hear_models.evaluation._heareval_predict`). Finally ``results.md|csv|json`` are
+(``hear-models heareval predictions``, :mod:`hear_models.evaluation.heareval_runners`). Finally ``results.md|csv|json`` are
 written to ``--out`` and the Markdown table is printed.
 
 Sharded extraction (many processes, GPUs or nodes sharing one filesystem)::
@@ -72,7 +72,7 @@ def ensure_suite(suite: str, seed: int, sample_rate: int, only: Optional[Sequenc
     Each task folder is moved into the cache whole once generated, so a folder present
     is complete; an interrupted generation leaves nothing half-written behind.
     """
-    from .tasks import make_suite, task_defs
+    from .tasks import make_suite, remove_legacy_root_files, task_defs
 
     out = suite_dir(suite, seed, sample_rate)
     defs = task_defs()
@@ -83,6 +83,7 @@ def ensure_suite(suite: str, seed: int, sample_rate: int, only: Optional[Sequenc
             raise TaskFolderError(f"suite {suite!r} has no task {unknown}; it has {[t.name for t in defs]}")
         defs = picked
     current = [out / t.folder(suite) for t in defs]
+    remove_legacy_root_files(out)  # an older release's cache
     missing = [t for t in defs if not (out / t.folder(suite) / "task_metadata.json").is_file()]
     if not missing:
         return current
@@ -106,24 +107,6 @@ def ensure_suite(suite: str, seed: int, sample_rate: int, only: Optional[Sequenc
             if dst.exists():
                 shutil.rmtree(dst)
             os.replace(tmp / t.folder(suite), dst)
-        # suite.json / MANIFEST.sha256 of the cache: the union over generations
-        info = json.loads((tmp / "suite.json").read_text())
-        meta_path = out / "suite.json"
-        if meta_path.exists():
-            old = json.loads(meta_path.read_text())
-            names = {t["task"] for t in info["tasks"]}
-            info["tasks"] = sorted([t for t in old.get("tasks", []) if t["task"] not in names] + info["tasks"],
-                                   key=lambda t: t["task"])
-        meta_path.write_text(json.dumps(info, indent=1))
-        folders = {t.folder(suite) for t in missing}
-        lines = [ln for ln in (tmp / "MANIFEST.sha256").read_text().splitlines()
-                 if ln.split("  ", 1)[-1].split("/", 1)[0] in folders]
-        man = out / "MANIFEST.sha256"
-        if man.exists():
-            lines += [ln for ln in man.read_text().splitlines()
-                      if ln.split("  ", 1)[-1].split("/", 1)[0] not in folders
-                      and ln.split("  ", 1)[-1] != "suite.json"]
-        man.write_text("".join(ln + "\n" for ln in sorted(lines, key=lambda ln: ln.split("  ", 1)[-1])))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return current

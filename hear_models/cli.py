@@ -4,6 +4,8 @@
     hear-models embed FILE... [--model NAME|MODULE] [--weights PATH] [--out DIR]
     hear-models validate NAME|MODULE [--weights PATH]
     hear-models tag AUDIO... [--whisper PATH] [--head PATH] [--at-time-res 10] [--top-k 5]
+    hear-models weights path NAME            a local weights file of a registered model
+                                             (for heareval's --model, hear-validator's -m)
 
     hear-models tasks make|list ...          (hear_models.evaluation.tasks)
     hear-models train CONFIG [key=value ...] (hear_models.training.cli)
@@ -11,6 +13,9 @@
                                              (hear_models.evaluation.runner)
     hear-models probe MODEL... --tasks DIR|smoke|mini [--layers all|LIST]
         [--protocol linear|heareval] ...     (hear_models.evaluation.probe)
+    hear-models heareval predictions|embeddings ...
+                                             heareval's own runners, with today's fixes
+                                             (hear_models.evaluation.heareval_runners)
 
 Subsystems own their subcommands: ``DELEGATED`` maps a command to a module whose
 ``main(argv) -> int`` parses the rest of the command line (imported only when run).
@@ -35,6 +40,8 @@ DELEGATED = {
     "compare": ("hear_models.evaluation.results", "primary scores of evaluate runs beside a baseline run"),
     "probe": ("hear_models.evaluation.probe",
               "layer-wise probes: score per task x block, best block per class, figures, report"),
+    "heareval": ("hear_models.evaluation.heareval_runners",
+                 "heareval's own predictions / embeddings runners, with the fixes they need today"),
 }
 
 # hearvalidator always warns this, whatever the model: it is advice, not a finding.
@@ -148,6 +155,23 @@ def cmd_tag(args) -> int:
     return 0
 
 
+def cmd_weights(args) -> int:
+    """``weights path NAME``: a local weights file for heareval's --model."""
+    from . import weights
+
+    try:
+        path = weights.weights_path(args.name)
+    except (KeyError, ValueError) as e:
+        print(f"hear-models weights: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
+        return 2
+    print(path)
+    spec = registry.get_spec(args.name)
+    options = weights.heareval_options(args.name)
+    print(f"# {args.name}: HEAR module {spec.module}"
+          + (f"; give heareval --model-options '{options}'" if options != "{}" else ""), file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hear-models", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -184,6 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.add_argument("--out", default=None, help="also write the JSON here")
     s.set_defaults(func=cmd_tag)
+
+    s = sub.add_parser("weights", help="weights of registered models as local files")
+    wsub = s.add_subparsers(dest="weights_command", required=True)
+    w = wsub.add_parser("path", help="print a local weights file of a registered model (made in the "
+                        "cache on first call), e.g. for heareval's --model")
+    w.add_argument("name", help="registry name (hear-models list)")
+    w.set_defaults(func=cmd_weights)
 
     for command, (module, help_text) in DELEGATED.items():
         s = sub.add_parser(command, help=help_text, add_help=False)

@@ -25,6 +25,7 @@ embeddings for variants with CREPE (except the clean fusion).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Dict, Iterator, Optional, Tuple
 
 import torch
@@ -185,7 +186,8 @@ def load_model(
     ----------
     model_file_path : str
         ``VARIANT[:ITEM,...]`` (see the module docstring); ``""`` = ``fusion_cat_xwc``
-        with the official weights.
+        with the official weights; or a ``.json`` file written by ``hear-models weights path``
+        that names one (for tools such as heareval that take a file).
     variant, hubert, wav2vec2, crepe : str, optional
         Override what ``model_file_path`` says.
     window_seconds : float
@@ -207,6 +209,10 @@ def load_model(
     from .layers.crepe import load_crepe
     from .models.gura import VARIANTS, GuraEncoder, load_speech_model
 
+    if str(model_file_path).endswith(".json") and Path(model_file_path).is_file():
+        from .weights import read_gura_file  # `hear-models weights path`'s file (for heareval)
+
+        model_file_path = read_gura_file(Path(model_file_path))
     name, sources = parse_model_file_path(model_file_path)
     name = variant or name
     if name not in VARIANTS:

@@ -58,21 +58,39 @@ def ours(suite, embedder, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def theirs(suite, tmp_path_factory):
-    """What ``python -m heareval.embeddings.runner`` writes for the same module and tasks."""
+    """What ``python -m heareval.embeddings.runner`` writes for the same module and tasks,
+    run as a user runs it: ``--model "$(hear-models weights path whisper_tiny_en)"`` and
+    the default ``--task all`` on the folder ``tasks make`` wrote (nothing but task folders)."""
     work = tmp_path_factory.mktemp("heareval")
-    tasks = work / "tasks"
-    tasks.mkdir()
-    for name in (SCENE, EVENT):  # only task folders: heareval's --task all takes every entry
-        (tasks / name).symlink_to(suite / name)
-    # heareval's --model is a click.Path(exists=True); our name "offline:tiny.en" is not a
-    # path, so an empty file of that name lets it through (load_model reads the name).
-    (work / "offline:tiny.en").touch()
+    hm = [PY, "-m", "hear_models.cli"]
+    path = subprocess.run(hm + ["weights", "path", "whisper_tiny_en"], capture_output=True, text=True,
+                          timeout=600, check=True).stdout.strip()
+    assert Path(path).is_file()
     proc = subprocess.run([PY, "-m", "heareval.embeddings.runner", "hear_models.whisper_at",
-                           "--model", "offline:tiny.en", "--tasks-dir", str(tasks),
+                           "--model", path, "--tasks-dir", str(suite),
                            "--embeddings-dir", str(work / "emb")],
                           cwd=work, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return work / "emb" / "hear_models.whisper_at"
+
+
+def test_heareval_predictions_command_on_heareval_embeddings(theirs, tmp_path):
+    """``hear-models heareval predictions`` on heareval's own embedding folders (a scene and
+    an event task), no environment variable set: heareval's scores files appear."""
+    dirs = []
+    for name in (SCENE, EVENT):
+        dirs.append(tmp_path / name)
+        shutil.copytree(theirs / name, dirs[-1])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TORCH_FORCE")}
+    proc = subprocess.run([PY, "-m", "hear_models.cli", "heareval", "predictions", *map(str, dirs),
+                           "--grid", "faster", "--grid-points", "1"],
+                          capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert "Weights only load failed" not in proc.stdout + proc.stderr
+    for d in dirs:
+        scores = json.loads((d / predict.SCORES_FILE).read_text())
+        meta = json.loads((d / "task_metadata.json").read_text())
+        assert np.isfinite(scores["test"][f"test_{meta['evaluation'][0]}"]), d.name
 
 
 # -- 1. embeddings equal heareval's -------------------------------------------------------
@@ -156,7 +174,7 @@ def test_event_task_fails_without_the_fix(event_embeddings, tmp_path):
 def test_fit_loop_fix_sets_the_epoch_lightning_reads():
     from pytorch_lightning.loops.fit_loop import FitLoop
 
-    from hear_models.evaluation._heareval_predict import fix_fit_loop_current_epoch
+    from hear_models.evaluation.heareval_runners import fix_fit_loop_current_epoch
 
     fix_fit_loop_current_epoch()
     loop = FitLoop(max_epochs=10)
@@ -165,12 +183,37 @@ def test_fit_loop_fix_sets_the_epoch_lightning_reads():
     assert fix_fit_loop_current_epoch() is False  # idempotent
 
 
-def test_weights_only_relaxed_in_the_child_only():
+def test_heareval_checkpoints_load_with_weights_only():
+    """heareval's predictor checkpoints load under torch's weights_only default once its grid's
+    callables are allow-listed; an arbitrary class still does not."""
+    import torch
+
+    from hear_models.evaluation.heareval_runners import allow_heareval_checkpoints
+
+    allow_heareval_checkpoints()
+    # what Lightning 1.9 writes for heareval's predictor: its grid point among the hparams
+    ckpt = {"epoch": 3, "hyper_parameters": {"embedding_norm": torch.nn.Identity,
+                                             "hidden_norm": torch.nn.BatchNorm1d,
+                                             "initialization": torch.nn.init.xavier_uniform_,
+                                             "optim": torch.optim.Adam}}
+    import io
+
+    buf = io.BytesIO()
+    torch.save(ckpt, buf)
+    buf.seek(0)
+    assert torch.load(buf)["epoch"] == 3  # weights_only=True, torch's default
+    buf = io.BytesIO()
+    torch.save({"x": subprocess.Popen}, buf)
+    buf.seek(0)
+    with pytest.raises(Exception, match="Weights only load failed"):
+        torch.load(buf)
+
+
+def test_child_command_and_env():
     env = predict.child_env({"PATH": "/bin"})
-    assert env["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] == "1"
-    assert "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD" not in os.environ
+    assert "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD" not in env  # the fix lives in the child's code
     cmd = predict.command([Path("x")], "faster", 1)
-    assert cmd[1:3] == ["-m", "hear_models.evaluation._heareval_predict"]
+    assert cmd[1:4] == ["-m", "hear_models.evaluation.heareval_runners", "predictions"]
     assert cmd[-6:] == ["--grid", "faster", "--grid-points", "1", "--deterministic", "True"]
     with pytest.raises(ValueError):
         predict.command([Path("x")], "fastest", 1)

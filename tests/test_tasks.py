@@ -107,16 +107,43 @@ def test_missing_source_names_package_and_script(monkeypatch, tmp_path):
         _sources.check_all()
 
 
+def _manifest(task_dir: Path) -> dict:
+    return {ln.split("  ", 1)[1]: ln.split("  ", 1)[0]
+            for ln in (task_dir / T.MANIFEST_FILE).read_text().splitlines()}
+
+
 def test_suite_files(smoke):
-    meta = json.loads((smoke / "suite.json").read_text())
-    assert meta["suite"] == "smoke" and meta["seed"] == 0 and meta["sample_rates"] == [16000]
-    assert "espeak-ng" in meta["tool_versions"]
-    lines = (smoke / "MANIFEST.sha256").read_text().splitlines()
-    paths = [ln.split("  ", 1)[1] for ln in lines]
-    assert paths == sorted(paths)
-    n_files = sum(1 for p in smoke.rglob("*") if p.is_file()) - 1  # minus the manifest
-    assert len(paths) == n_files
+    # nothing but task folders at the top: heareval's --task all takes every entry for a task
+    assert all(p.is_dir() and (p / "task_metadata.json").is_file() for p in smoke.iterdir())
     assert len(_task_dirs(smoke)) == len(T.list_tasks())
+    for d in _task_dirs(smoke):
+        meta = json.loads((d / T.SUITE_FILE).read_text())
+        assert meta["suite"] == "smoke" and meta["seed"] == 0 and meta["sample_rates"] == [16000]
+        assert "espeak-ng" in meta["tool_versions"] and meta["task"]["folder"] == d.name
+        lines = (d / T.MANIFEST_FILE).read_text().splitlines()
+        paths = [ln.split("  ", 1)[1] for ln in lines]
+        assert paths == sorted(paths)
+        files = sorted(p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file())
+        assert paths == [f for f in files if f != T.MANIFEST_FILE]
+        assert T.verify_task_manifest(d) == []
+
+
+def test_manifest_finds_a_changed_file(smoke, tmp_path):
+    import shutil
+
+    d = tmp_path / "copy"
+    shutil.copytree(_task_dirs(smoke)[0], d)
+    victim = sorted(d.rglob("*.wav"))[0]
+    victim.write_bytes(victim.read_bytes()[:-2])
+    assert T.verify_task_manifest(d) == [victim.relative_to(d).as_posix()]
+
+
+def test_legacy_root_files_are_removed(tmp_path):
+    (tmp_path / "suite.json").write_text('{"suite": "smoke", "format_version": 1}')
+    (tmp_path / "MANIFEST.sha256").write_text("")
+    (tmp_path / "notes.json").write_text("{}")  # not ours: kept
+    T.remove_legacy_root_files(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.json"]
 
 
 def test_layout_and_metadata(smoke):
@@ -254,15 +281,13 @@ def test_deterministic_and_rate_independent(smoke, tmp_path):
     tasks = ["djembe_strokes", "drum_kit_pieces"]
     out = T.make_suite("smoke", tmp_path / "a", seed=0, rates=(16000, 22050), progress=False,
                        tasks=tasks, workers=1)
-    ref = {ln.split("  ", 1)[1]: ln.split("  ", 1)[0]
-           for ln in (smoke / "MANIFEST.sha256").read_text().splitlines()}
-    new = {ln.split("  ", 1)[1]: ln.split("  ", 1)[0]
-           for ln in (out / "MANIFEST.sha256").read_text().splitlines()}
-    same = [p for p in new if "/16000/" in p or p.endswith(("labelvocabulary.csv", ".json"))
-            and not p.endswith(("task_metadata.json", "suite.json"))]
-    assert same
-    for p in same:
-        assert new[p] == ref[p], p
+    for name in ("djembe_strokes-v2-smoke", "drum_kit_pieces-v1-smoke"):
+        ref, new = _manifest(smoke / name), _manifest(out / name)
+        same = [p for p in new if p.startswith("16000/") or p.endswith(("labelvocabulary.csv", ".json"))
+                and not p.endswith(("task_metadata.json", T.SUITE_FILE))]
+        assert len(same) > 3
+        for p in same:
+            assert new[p] == ref[p], (name, p)
     d = out / "djembe_strokes-v2-smoke"
     for p in sorted((d / "22050" / "fold00").iterdir())[:3]:
         info = sf.info(str(p))
@@ -270,8 +295,8 @@ def test_deterministic_and_rate_independent(smoke, tmp_path):
     # a different seed gives different audio
     out2 = T.make_suite("smoke", tmp_path / "b", seed=1, progress=False,
                         tasks=["djembe_strokes"], workers=1)
-    m2 = (out2 / "MANIFEST.sha256").read_text()
-    assert m2 != (out / "MANIFEST.sha256").read_text()
+    d = "djembe_strokes-v2-smoke"
+    assert _manifest(out2 / d) != _manifest(out / d)
 
 
 def test_generate_twice_identical_manifest(tmp_path):
@@ -280,7 +305,9 @@ def test_generate_twice_identical_manifest(tmp_path):
                      progress=False)
     b = T.make_suite("smoke", tmp_path / "b", tasks=["impulse_position", "piano_onsets"],
                      progress=False, workers=1)
-    assert (a / "MANIFEST.sha256").read_bytes() == (b / "MANIFEST.sha256").read_bytes()
+    assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
+    for d in a.iterdir():
+        assert (d / T.MANIFEST_FILE).read_bytes() == (b / d.name / T.MANIFEST_FILE).read_bytes()
 
 
 def test_pitch_vocabulary_is_contiguous(smoke):

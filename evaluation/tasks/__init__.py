@@ -3,9 +3,11 @@
 ``make_suite("smoke", "tasks/")`` writes one folder per task,
 ``tasks/<task_name>-<version>-<suite>/`` with ``task_metadata.json``,
 ``labelvocabulary.csv``, ``<split>.json`` and ``<rate>/<split>/<clip>.wav``
-(16-bit PCM, as hear-preprocess writes), plus a ``groups.json`` sidecar (the
-grouping key of every clip; heareval does not read it).  The suite root gets
-``suite.json`` and ``MANIFEST.sha256``.
+(16-bit PCM, as hear-preprocess writes), plus three sidecars heareval does not read:
+``groups.json`` (the grouping key of every clip), ``suite.json`` (suite, seed, rates, tool
+versions, this task's counts) and ``MANIFEST.sha256`` (sha256 of every other file of the
+folder).  Nothing is written at the top of ``out`` but the task folders: heareval's
+``--task all`` takes every entry there for a task.
 
 Sounds come from Debian packages (``scripts/install_task_sources.sh``) and one
 PyPI wheel; see ``docs/tasks.md`` for a card per task.  Nothing heavy happens
@@ -25,7 +27,7 @@ SUITES = ("smoke", "mini")
 HEAR_RATES = (16000, 22050, 32000, 44100, 48000)
 SUITE_FORMAT_VERSION = 1
 
-__all__ = ["make_suite", "list_tasks", "task_defs", "SUITES", "main"]
+__all__ = ["make_suite", "list_tasks", "task_defs", "verify_task_manifest", "SUITES", "main"]
 
 
 def task_defs():
@@ -79,6 +81,47 @@ def _sha256(path: Path) -> str:
     return sha256_file(path)
 
 
+SUITE_FILE = "suite.json"        # inside each task folder
+MANIFEST_FILE = "MANIFEST.sha256"  # inside each task folder: every other file of it
+TASK_INFO_KEYS = ("task", "folder", "clips", "splits", "labels")
+
+
+def write_task_sidecars(task_dir: Path, info: dict) -> None:
+    """``suite.json`` and ``MANIFEST.sha256`` inside one task folder (paths relative to it,
+    sorted; the manifest lists every file but itself, ``suite.json`` included)."""
+    task_dir = Path(task_dir)
+    with open(task_dir / SUITE_FILE, "w") as f:
+        json.dump(info, f, indent=1)
+    files = []
+    for root, dirs, fnames in os.walk(task_dir):
+        dirs.sort()
+        files += [Path(root) / fn for fn in fnames]
+    rel = sorted(p.relative_to(task_dir).as_posix() for p in files)
+    lines = [f"{_sha256(task_dir / r)}  {r}\n" for r in rel if r != MANIFEST_FILE]
+    (task_dir / MANIFEST_FILE).write_text("".join(lines))
+
+
+def remove_legacy_root_files(out: Path) -> None:
+    """Earlier versions wrote ``suite.json`` / ``MANIFEST.sha256`` beside the task folders,
+    where heareval's ``--task all`` took them for tasks; remove ours if found there."""
+    for name in (SUITE_FILE, MANIFEST_FILE):
+        p = Path(out) / name
+        if p.is_file() and (name == MANIFEST_FILE or '"format_version"' in p.read_text()):
+            p.unlink()
+
+
+def verify_task_manifest(task_dir: Path) -> List[str]:
+    """Files of a generated task folder that differ from its manifest (missing or changed)."""
+    task_dir = Path(task_dir)
+    bad = []
+    for ln in (task_dir / MANIFEST_FILE).read_text().splitlines():
+        digest, rel = ln.split("  ", 1)
+        p = task_dir / rel
+        if not p.is_file() or _sha256(p) != digest:
+            bad.append(rel)
+    return bad
+
+
 def make_suite(suite: str, out: Union[str, Path], seed: int = 0,
                rates: Sequence[int] = (16000,), progress: bool = True,
                tasks: Optional[Sequence[str]] = None, workers: Optional[int] = None) -> Path:
@@ -114,6 +157,7 @@ def make_suite(suite: str, out: Union[str, Path], seed: int = 0,
         animal_files()  # fetch/verify once, before the workers start
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    remove_legacy_root_files(out)
     jobs = [(t, suite, str(out), int(seed), rates) for t in sorted(defs, key=lambda t: -t.cost)]
     if workers is None:
         workers = min(len(jobs), os.cpu_count() or 1, 4)
@@ -147,28 +191,10 @@ def make_suite(suite: str, out: Union[str, Path], seed: int = 0,
     if bar is not None:
         bar.close()
     results.sort(key=lambda r: r["task"])
-    folders = sorted(r["folder"] for r in results)
-    meta = {
-        "suite": suite,
-        "seed": int(seed),
-        "sample_rates": rates,
-        "format_version": SUITE_FORMAT_VERSION,
-        "tasks": [{k: r[k] for k in ("task", "folder", "clips", "splits", "labels")}
-                  for r in results],
-        "tool_versions": tool_versions(),
-    }
-    with open(out / "suite.json", "w") as f:
-        json.dump(meta, f, indent=1)
-    lines = []
-    files = [out / "suite.json"]
-    for folder in folders:
-        for root, dirs, fnames in os.walk(out / folder):
-            dirs.sort()
-            for fn in sorted(fnames):
-                files.append(Path(root) / fn)
-    for p in sorted(files, key=lambda p: p.relative_to(out).as_posix()):
-        lines.append(f"{_sha256(p)}  {p.relative_to(out).as_posix()}\n")
-    (out / "MANIFEST.sha256").write_text("".join(lines))
+    common = {"suite": suite, "seed": int(seed), "sample_rates": rates,
+              "format_version": SUITE_FORMAT_VERSION, "tool_versions": tool_versions()}
+    for r in results:
+        write_task_sidecars(out / r["folder"], {**common, "task": {k: r[k] for k in TASK_INFO_KEYS}})
     if progress:
         total = sum(r["clips"] for r in results)
         print(f"{suite}: {len(results)} tasks, {total} clips, rates {rates}, "
