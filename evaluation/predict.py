@@ -43,6 +43,27 @@ def child_env(base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     return env
 
 
+GRID_KEYS = ("hidden_layers", "hidden_dim", "lr", "batch_size", "max_epochs", "patience",
+             "check_val_every_n_epoch")
+
+
+def grid_settings(grid: str) -> Dict[str, object]:
+    """The settings of one of heareval's grids as heareval defines them (read from the
+    installed heareval): how many configurations, and the values that matter most."""
+    try:
+        from .heareval_runners import _tensorflow_stub
+
+        _tensorflow_stub()
+        import heareval.predictions.task_predictions as tp
+        from sklearn.model_selection import ParameterGrid
+    except Exception:  # heareval is not installed (embeddings only)
+        return {}
+    g = {"default": tp.PARAM_GRID, "fast": tp.FAST_PARAM_GRID, "faster": tp.FASTER_PARAM_GRID}[grid]
+    out: Dict[str, object] = {"configs": len(ParameterGrid(g))}
+    out.update({k: list(g[k]) for k in GRID_KEYS if k in g})
+    return out
+
+
 def command(task_dirs: Sequence[Path], grid: str, grid_points: int, deterministic: bool = True,
             gpus: Optional[str] = None) -> List[str]:
     if grid not in GRIDS:
@@ -82,12 +103,51 @@ def _reset(task_dir: Path) -> None:
             p.unlink()
 
 
+def task_cost(task_dir: Path) -> float:
+    """A rough relative cost of a task's predictions, to share tasks between jobs: heareval
+    trains once per test fold, and event tasks score sed_eval at every validation."""
+    try:
+        meta = json.loads((Path(task_dir) / "task_metadata.json").read_text())
+    except (OSError, ValueError):
+        return 1.0
+    folds = len(meta.get("splits", [])) if meta.get("split_mode") != "trainvaltest" else 1
+    return folds * (4.0 if meta.get("embedding_type") == "event" else 1.0)
+
+
+def share(task_dirs: Sequence[Path], jobs: int) -> List[List[Path]]:
+    """Tasks in ``jobs`` groups of similar cost (longest first, each to the lightest group)."""
+    groups: List[List[Path]] = [[] for _ in range(jobs)]
+    load = [0.0] * jobs
+    for t in sorted(task_dirs, key=task_cost, reverse=True):
+        i = load.index(min(load))
+        groups[i].append(t)
+        load[i] += task_cost(t)
+    return [g for g in groups if g]
+
+
 def run_predictions(task_dirs: Sequence[Path], grid: str = "default", grid_points: int = 8,
                     deterministic: bool = True, gpus: Optional[str] = None,
                     log_path: Optional[Path] = None, progress: bool = True,
-                    env: Optional[Dict[str, str]] = None) -> List[PredictionOutcome]:
-    """Predictions for each embedding task folder; resumable, failure-isolating."""
+                    env: Optional[Dict[str, str]] = None, jobs: int = 1) -> List[PredictionOutcome]:
+    """Predictions for each embedding task folder; resumable, failure-isolating.
+
+    ``jobs`` > 1: that many heareval processes at once, each on its share of the tasks with
+    ``cores // jobs`` threads (heareval seeds every task itself, so the scores do not depend
+    on how tasks are shared); logs ``<log>.<k>.log``.
+    """
     task_dirs = [Path(t).resolve() for t in task_dirs]
+    if jobs > 1 and len(task_dirs) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        threads = str(max(1, (os.cpu_count() or 1) // jobs))
+        child = dict(os.environ if env is None else env, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+        groups = share(task_dirs, jobs)
+        logs = [Path(log_path).with_suffix(f".{k}.log") if log_path else None for k in range(len(groups))]
+        with ThreadPoolExecutor(len(groups)) as ex:
+            futures = [ex.submit(run_predictions, g, grid, grid_points, deterministic, gpus, lg, progress, child)
+                       for g, lg in zip(groups, logs)]
+            done = {o.task_dir: o for f in futures for o in f.result()}
+        return [done[t] for t in task_dirs]
     outcomes: Dict[Path, PredictionOutcome] = {}
     pending = []
     for t in task_dirs:

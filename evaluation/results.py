@@ -8,8 +8,13 @@ standard deviation (heareval's ``aggregated_scores``). Beside our score:
   accuracies, class prevalence for mAP, 0.5 for AUC-ROC, 0 for d'), to judge how far
   above chance a task is learnt; blank for event metrics;
 - ``hear_task``: the HEAR 2021 task it is (real folders) or stands for (offline suite);
-- published leaderboard scores (:data:`hear2021.LEADERBOARD`), only on the primary
-  metric of REAL HEAR 2021 tasks: an offline task is not comparable with its analogue.
+- published leaderboard scores (:func:`hear2021.leaderboard`), only on the primary metric
+  of folders recognised as REAL HEAR 2021 tasks by their content
+  (:func:`hear2021.recognise`): an offline task, or a folder that only carries a task's
+  name, is not comparable with the published numbers.
+
+Every table states the protocol it was made with (:func:`protocol_lines`): grid and its
+settings, grid points, suite and task versions, model weights and options, versions.
 """
 
 from __future__ import annotations
@@ -25,7 +30,6 @@ from typing import Any, Dict, List, Optional
 from . import hear2021
 from .predict import SCORES_FILE
 
-SYSTEMS = tuple(hear2021.LEADERBOARD)
 
 
 def _offline_analogues() -> Dict[str, str]:
@@ -34,12 +38,6 @@ def _offline_analogues() -> Dict[str, str]:
     except Exception:  # the generator is optional for reading results
         return {}
     return {row["name"]: row["hear_task"] for row in list_tasks()}
-
-
-def is_real_hear_task(metadata: Dict[str, Any]) -> bool:
-    """A HEAR 2021 task folder (not an offline stand-in carrying an analogue)."""
-    return (metadata.get("task_name") in hear2021.task_names()
-            and "hear_analogue" not in metadata and "generator" not in metadata)
 
 
 def _test_splits(metadata: Dict[str, Any]) -> List[str]:
@@ -100,7 +98,8 @@ def task_rows(model: str, emb_task_dir: Path, seconds: Optional[Dict[str, float]
     """Rows for one model and task from its embedding folder (scores may be absent)."""
     emb_task_dir = Path(emb_task_dir)
     metadata = json.loads((emb_task_dir / "task_metadata.json").read_text())
-    real = is_real_hear_task(metadata)
+    release, not_release = hear2021.recognise(emb_task_dir)
+    real = release is not None
     if analogues is None:
         analogues = _offline_analogues()
     hear_task = (metadata["task_name"] if real else
@@ -127,6 +126,7 @@ def task_rows(model: str, emb_task_dir: Path, seconds: Optional[Dict[str, float]
             "task_name": metadata["task_name"],
             "hear_task": hear_task,
             "real_hear_task": real,
+            "not_release": not_release,
             "metric": metric,
             "primary": i == 0,
             "lower_is_better": metric in hear2021.LOWER_IS_BETTER,
@@ -137,10 +137,8 @@ def task_rows(model: str, emb_task_dir: Path, seconds: Optional[Dict[str, float]
             "status": "ok" if value is not None and math.isfinite(float(value)) else
                       "not finite" if value is not None else ("missing" if scores is None else "no score"),
         }
-        for system in SYSTEMS:
-            pub = published.get(system) if i == 0 else None
-            row[system] = pub[0] if pub else None
-            row[f"{system} source"] = pub[1] if pub else ""
+        row["published"] = {k: v[0] for k, v in published.items()} if i == 0 else {}
+        row["published_source"] = next(iter(published.values()))[1] if i == 0 and published else ""
         if seconds:
             row.update({f"{k}_s": round(v, 1) for k, v in seconds.items()})
         rows.append(row)
@@ -150,69 +148,234 @@ def task_rows(model: str, emb_task_dir: Path, seconds: Optional[Dict[str, float]
 def _num(x) -> Optional[float]:
     if x is None:
         return None
-    return float(x)  # may be nan / inf (heareval's d' on tiny folds): shown as such
+    return float(x)  # may be nan / inf (heareval's d'): shown with what it means
 
 
 def _fmt(x: Optional[float], digits: int = 3) -> str:
     if x is None:
         return ""
-    return f"{x:.{digits}f}" if math.isfinite(x) else str(x)
+    if math.isfinite(x):
+        return f"{x:.{digits}f}"
+    return "∞ †" if x > 0 else ("−∞ †" if x < 0 else "undefined †")
+
+
+NON_FINITE_NOTE = ("† Non-finite values are heareval's: d' = √2·Φ⁻¹(AUC) per class, averaged over "
+                   "classes, is ∞ when some class has AUC = 1 on a test split (every positive "
+                   "ranked above every negative: perfect separation, not an error); it is "
+                   "undefined when a class is absent from a test fold (no AUC), and a fold std is "
+                   "undefined when a fold's value is ∞.")
+
+
+# -- leaderboard columns ------------------------------------------------------------------------
+LEADERBOARD_CHOICES = ("best", "top3", "seeds", "all")
+
+
+def leaderboard_columns(spec: str = "best,seeds") -> List[str]:
+    """Column keys for ``--leaderboard``: ``best`` (the best system of each task), ``top3``
+    (the three best), ``seeds`` (:data:`hear2021.SEED_SYSTEMS`), ``all`` (every system), or
+    system names, comma-separated (``none``: no published column)."""
+    systems = hear2021.systems()
+    cols: List[str] = []
+    for item in [x.strip() for x in str(spec).split(",") if x.strip()]:
+        if item == "none":
+            continue
+        if item == "best":
+            new = ["#1"]
+        elif item == "top3":
+            new = ["#1", "#2", "#3"]
+        elif item == "seeds":
+            new = list(hear2021.SEED_SYSTEMS)
+        elif item == "all":
+            new = systems
+        elif item in systems:
+            new = [item]
+        else:
+            import difflib
+
+            close = difflib.get_close_matches(item, systems, n=3, cutoff=0.5)
+            raise ValueError(f"--leaderboard {item!r}: not a HEAR 2021 leaderboard system"
+                             + (f" (did you mean {' / '.join(close)}?)" if close else "")
+                             + f"; use best, top3, seeds, all, none, or names from: {', '.join(systems)}")
+        cols += [c for c in new if c not in cols]
+    return cols
+
+
+def _ranked(published: Dict[str, float], lower_is_better: bool) -> List[tuple]:
+    return sorted(published.items(), key=lambda kv: kv[1], reverse=not lower_is_better)
+
+
+def published_cell(row: Dict[str, Any], column: str) -> Optional[tuple]:
+    """(score, system) of a leaderboard column for a row, or None."""
+    pub = row.get("published") or {}
+    if not pub:
+        return None
+    if column.startswith("#"):
+        ranked = _ranked(pub, row.get("lower_is_better", False))
+        k = int(column[1:]) - 1
+        return (ranked[k][1], ranked[k][0]) if k < len(ranked) else None
+    return (pub[column], column) if column in pub else None
+
+
+def _column_title(column: str) -> str:
+    return f"HEAR 2021 {column}" if column.startswith("#") else column
+
+
+# -- the protocol a table was made with ---------------------------------------------------------
+def protocol_lines(settings: Dict[str, Any]) -> List[str]:
+    """What a reader needs to know to read the numbers: how they were made."""
+    if not settings:
+        return []
+    grid = settings.get("grid_settings") or {}
+    grid_text = ", ".join(f"{k} {v}" for k, v in grid.items()) if grid else "heareval's grid"
+    lines = [
+        f"- **Protocol**: heareval {settings.get('heareval_version', '?')} shallow classifiers "
+        f"(`heareval.predictions.runner`), grid `{settings.get('grid')}` ({grid_text}), "
+        f"{settings.get('grid_points')} grid point(s) per task, deterministic, seed 42 (heareval's); "
+        "k-fold tasks: each fold tested in turn, mean ± std over folds.",
+        f"- **Tasks**: {settings.get('tasks_text') or settings.get('tasks')}.",
+    ]
+    for m in settings.get("model_details", []):
+        lines.append(f"- **Model** `{m['name']}`: {m['module']}, weights {m['weights']!r}"
+                     + (f", options {json.dumps(m['options'], sort_keys=True)}" if m.get("options") else "")
+                     + (f"; {m['description']}" if m.get("description") else "") + ".")
+    env = settings.get("environment") or {}
+    if env:
+        lines.append("- **Run**: " + ", ".join(f"{k} {v}" for k, v in env.items())
+                     + (f"; wall time {settings['wall_s'] / 60:.1f} min" if settings.get("wall_s") else "")
+                     + ".")
+    return lines
+
+
+def markdown(rows: List[Dict[str, Any]], settings: Optional[Dict[str, Any]] = None,
+             leaderboard: str = "best,seeds") -> str:
+    """The table printed and written to results.md, with the protocol above it."""
+    columns = leaderboard_columns(leaderboard)
+    any_real = any(r.get("published") for r in rows)
+    shown = columns if any_real else []
+    head = ["model", "task", "HEAR task", "metric", "score", "± std (folds)", "chance"] + \
+        [_column_title(c) for c in shown]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    non_finite = False
+    for r in rows:
+        metric = r["metric"] + (" *" if r["primary"] else "") + (" (↓)" if r["lower_is_better"] else "")
+        if r["std"] is not None:
+            spread = f"{_fmt(r['std'])} ({r['folds']})"
+        else:
+            spread = f"({r['folds']})" if r["folds"] > 1 else ""
+        score = _fmt(r["score"]) if r["score"] is not None else r["status"].upper()
+        non_finite |= "†" in score + spread
+        hear = r["hear_task"] + ("" if r["real_hear_task"] or not r["hear_task"] else " (analogue)")
+        cells = [r["model"], r["task"], hear, metric, score, spread, _fmt(r["chance"])]
+        for c in shown:
+            cell = published_cell(r, c)
+            cells.append("" if cell is None else
+                         f"{cell[0]:.3f}" + (f" ({cell[1]})" if c.startswith("#") else ""))
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = ["", "`*` primary metric (heareval selects hyper-parameters on it); `(↓)` lower is better; "
+             "k-fold tasks: mean ± std over test folds. chance: a constant guess on the test labels "
+             "(majority class, class prevalence for mAP, 0.5 AUC, 0 d')."]
+    if non_finite:
+        notes.append(NON_FINITE_NOTE)
+    if any_real:
+        notes.append("Published scores (primary metric only) are shown only beside folders recognised as "
+                     f"real HEAR 2021 tasks (metadata and clip counts of the release: {hear2021.NUM_CLIPS_SOURCE}); "
+                     f"source: {next(r['published_source'] for r in rows if r.get('published'))}.")
+    else:
+        notes.append("No published HEAR 2021 scores: none of these folders is a real HEAR 2021 task "
+                     "(offline analogues are different data; see `--leaderboard` for real tasks).")
+    unrecognised = sorted({f"{r['task']}: {r['not_release']}" for r in rows if r.get("not_release")})
+    if unrecognised:
+        notes.append("Not shown with published scores: " + "; ".join(unrecognised) + ".")
+    head_lines: List[str] = []
+    if settings:
+        head_lines = ["# hear-models evaluate", ""] + protocol_lines(settings) + [""]
+    return "\n".join(head_lines + lines + notes) + "\n"
+
+
+def above_chance(row: Dict[str, Any]) -> Optional[bool]:
+    """Primary score clearly above a constant guess: score > chance + max(0.05, fold std)
+    (None where chance is not defined, e.g. event metrics)."""
+    if row.get("score") is None or row.get("chance") is None or not math.isfinite(row["score"]):
+        return None
+    std = row["std"] if row.get("std") is not None and math.isfinite(row["std"]) else 0.0
+    return row["score"] > row["chance"] + max(0.05, std)
+
+
+def headline(rows: List[Dict[str, Any]], settings: Optional[Dict[str, Any]] = None,
+             out: Optional[Path] = None) -> str:
+    """A few lines to end a run with: per model, tasks clearly above chance, the mean score
+    normalised between chance (0) and perfect (1), wall time, where the files are."""
+    lines = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        prim = [r for r in rows if r["model"] == model and r["primary"]]
+        judged = [(r, above_chance(r)) for r in prim]
+        judged = [(r, a) for r, a in judged if a is not None]
+        norm = [(r["score"] - r["chance"]) / (1 - r["chance"]) for r, _ in judged if r["chance"] < 1]
+        events = [r for r in prim if r["chance"] is None and r["score"] is not None]
+        missing = [r["task"] for r in prim if r["score"] is None]
+        text = (f"{model}: {sum(a for _, a in judged)} of {len(judged)} scene tasks clearly above chance "
+                f"(score > chance + max(0.05, fold std))")
+        if norm:
+            text += f"; mean normalised score {sum(norm) / len(norm):.2f} (0 = chance, 1 = perfect)"
+        if events:
+            text += "; event tasks: " + ", ".join(f"{r['task_name']} {r['metric']} {_fmt(r['score'])}"
+                                                  for r in events)
+        if missing:
+            text += f"; MISSING: {', '.join(missing)}"
+        lines.append(text)
+    if settings and settings.get("wall_s"):
+        lines.append(f"wall time {settings['wall_s'] / 60:.1f} min")
+    if out is not None:
+        lines.append(f"files: {Path(out) / 'results.md'} (.csv, .json), logs in {Path(out) / 'logs'}")
+    return "\n".join(lines)
+
+
+def csv_text(rows: List[Dict[str, Any]], leaderboard: str = "best,seeds") -> str:
+    """Rows as CSV: their scalar fields, then one column per chosen leaderboard column."""
+    columns = leaderboard_columns(leaderboard)
+    flat = []
+    for r in rows:
+        f = {k: v for k, v in r.items() if not isinstance(v, (dict, list))}
+        for c in columns:
+            cell = published_cell(r, c)
+            f[f"published {_column_title(c)}"] = None if cell is None else cell[0]
+            if c.startswith("#"):
+                f[f"published {_column_title(c)} system"] = None if cell is None else cell[1]
+        flat.append(f)
+    fields: List[str] = []
+    for r in flat:
+        fields += [k for k in r if k not in fields]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields)
+    w.writeheader()
+    for r in flat:
+        w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+    return buf.getvalue()
 
 
 def _json_safe(x):
     if isinstance(x, float) and not math.isfinite(x):
         return str(x)  # "nan", "inf": strict JSON has no such numbers
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
     return x
 
 
-def markdown(rows: List[Dict[str, Any]]) -> str:
-    """The table printed and written to results.md."""
-    head = ["model", "task", "HEAR task", "metric", "score", "± std (folds)", "chance"] + list(SYSTEMS)
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    sources = {}
-    for r in rows:
-        metric = r["metric"] + (" *" if r["primary"] else "") + (" (↓)" if r["lower_is_better"] else "")
-        spread = f"{r['std']:.3f} ({r['folds']})" if r["std"] is not None else (
-            f"({r['folds']})" if r["folds"] > 1 else "")
-        score = _fmt(r["score"]) if r["score"] is not None else r["status"].upper()
-        hear = r["hear_task"] + ("" if r["real_hear_task"] or not r["hear_task"] else " (analogue)")
-        cells = [r["model"], r["task"], hear, metric, score, spread, _fmt(r["chance"])]
-        for system in SYSTEMS:
-            cells.append(_fmt(r[system]))
-            if r[system] is not None:
-                sources[f"{system}, {r['task_name']}"] = r[f"{system} source"]
-        lines.append("| " + " | ".join(cells) + " |")
-    notes = ["", "`*` primary metric (heareval selects hyper-parameters on it); `(↓)` lower is better; "
-             "k-fold tasks: mean ± std over test folds. chance: a constant guess on the test labels. "
-             "Published scores are shown only for real HEAR 2021 tasks, never beside offline "
-             "analogues (different data)."]
-    if sources:
-        notes.append("Sources: " + "; ".join(f"{k}: {v}" for k, v in sorted(sources.items())) + ".")
-    return "\n".join(lines + notes) + "\n"
-
-
-def csv_text(rows: List[Dict[str, Any]]) -> str:
-    """Rows (dicts) as CSV: the union of their keys as columns, None as empty."""
-    fields: List[str] = []
-    for r in rows:
-        fields += [k for k in r if k not in fields]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=fields)
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if v is None else v) for k, v in r.items()})
-    return buf.getvalue()
-
-
-def write_results(rows: List[Dict[str, Any]], out_dir: Path, settings: Optional[dict] = None) -> Dict[str, Path]:
-    """results.md, results.csv, results.json in ``out_dir``."""
+def write_results(rows: List[Dict[str, Any]], out_dir: Path, settings: Optional[dict] = None,
+                  leaderboard: str = "best,seeds") -> Dict[str, Path]:
+    """results.md, results.csv, results.json in ``out_dir`` (the JSON holds every published
+    score of the real tasks, whatever columns the tables show)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {ext: out_dir / f"results.{ext}" for ext in ("md", "csv", "json")}
-    paths["md"].write_text(markdown(rows))
-    paths["csv"].write_text(csv_text(rows))
-    safe = [{k: _json_safe(v) for k, v in r.items()} for r in rows]
-    paths["json"].write_text(json.dumps({"settings": settings or {}, "rows": safe}, indent=1, allow_nan=False))
+    paths["md"].write_text(markdown(rows, settings, leaderboard))
+    csv_body = csv_text(rows, leaderboard)
+    if settings:
+        csv_body = "".join(f"# {ln.lstrip('- ').replace('**', '')}\n" for ln in protocol_lines(settings)) + csv_body
+    paths["csv"].write_text(csv_body)
+    safe = [_json_safe(r) for r in rows]
+    paths["json"].write_text(json.dumps({"settings": _json_safe(settings or {}), "rows": safe}, indent=1,
+                                        allow_nan=False))
     return paths
 
 

@@ -46,8 +46,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from ..checkpoints import cache_dir
 from .embeddings import (Embedder, TaskFolderError, embed_task, embed_task_shard, is_done, merge_shards,
                          options_suffix, read_task)
-from .predict import GRIDS, run_predictions
-from .results import markdown, task_rows, write_results
+from .predict import GRIDS, grid_settings, run_predictions
+from .hear2021 import SEED_SYSTEMS as _SEEDS
+from .results import headline, leaderboard_columns, markdown, task_rows, write_results
 
 SUITES = ("smoke", "mini")
 
@@ -203,11 +204,15 @@ def evaluate(models: Sequence[str], tasks: str, only: Optional[Sequence[str]] = 
              grid: str = "default", grid_points: int = 8, out: Path = Path("hear_eval"),
              embeddings_dir: Optional[Path] = None, device: Optional[str] = None,
              seed: int = 0, predict: bool = True, progress: bool = True,
-             shard: Optional[Tuple[int, int]] = None) -> Tuple[List[dict], int]:
+             shard: Optional[Tuple[int, int]] = None, keep_going: bool = False,
+             leaderboard: str = "best,seeds", jobs: int = 1) -> Tuple[List[dict], int]:
     """Evaluate models on tasks; returns (result rows, number of failed tasks).
 
     ``shard=(k, n)``: compute only shard k of n of the embeddings (see the module
     docstring); ``None``: torchrun's rank and world size if launched by it, else all.
+    Task folders given as a folder are checked before any model loads, and heareval's
+    install before anything is embedded. ``keep_going``: bad task folders are left out and
+    listed (``settings["bad_tasks"]``) instead of stopping the run.
     """
     rank, world, launched = launcher_shard() if shard is None else (*shard, False)
     if launched and device is None:
@@ -222,18 +227,44 @@ def evaluate(models: Sequence[str], tasks: str, only: Optional[Sequence[str]] = 
     failures = 0
     t_all = time.time()
     merger = world == 1 or (launched and rank == 0)
+    say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if progress else (lambda *a: None)
+    bad: Dict[str, str] = {}  # task folder -> why it was left out (keep_going)
+    given: Optional[List[Path]] = None
+    if predict:
+        check_heareval()  # before any model loads or anything is embedded
+    if tasks not in SUITES:  # every folder checked before a model loads (the rate comes later)
+        given = []
+        for f in find_tasks(Path(tasks), only):
+            try:
+                read_task(f)
+                given.append(f)
+            except TaskFolderError as e:
+                if not keep_going:
+                    raise
+                bad[f.name] = str(e)
+        if not given:
+            raise TaskFolderError(f"{tasks}: no usable task folder ({len(bad)} bad)")
+    model_details = []
+    task_folders: Dict[str, Path] = {}
     for name in models:
         module_path, w, options, folder = resolve_model(name, weights, user_options)
         t0 = time.time()
         embedder = load_embedder(module_path, w, options, device)
         rate = embedder.sample_rate
-        say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if progress else (lambda *a: None)
+        model_details.append({"name": folder, "module": module_path, "weights": w, "options": options,
+                              "description": str(getattr(embedder.model, "description", "") or
+                                                 (registry_description(name)))})
         say(f"[{name}] {module_path} loaded in {time.time() - t0:.1f} s ({rate} Hz, device {embedder.device})")
-        if tasks in SUITES:  # a suite name wins; a folder of that name: --tasks ./smoke
-            folders = ensure_suite(tasks, seed, rate, only, progress)
-        else:
-            folders = find_tasks(Path(tasks), only)
-        checked = [read_task(f, rate) for f in folders]  # every folder, before any compute
+        folders = ensure_suite(tasks, seed, rate, only, progress) if given is None else given
+        checked = []
+        for f in folders:  # the audio at this model's rate, before any compute
+            try:
+                checked.append(read_task(f, rate))
+            except TaskFolderError as e:
+                if not keep_going:
+                    raise
+                bad[f.name] = str(e)
+        task_folders.update({t.name: t.path for t in checked})
         seconds: Dict[str, Dict[str, float]] = {}
         emb_dirs = []
         for task in checked:
@@ -265,7 +296,7 @@ def evaluate(models: Sequence[str], tasks: str, only: Optional[Sequence[str]] = 
                 f"{len(emb_dirs)} task(s); log {out / 'logs' / (folder + '.predictions.log')}")
             outcomes = run_predictions(emb_dirs, grid=grid, grid_points=grid_points,
                                        log_path=out / "logs" / f"{folder}.predictions.log",
-                                       progress=progress)
+                                       progress=progress, jobs=jobs)
             for o in outcomes:
                 seconds.setdefault(o.task_dir.name, {})["predict"] = o.seconds
                 failures += not o.ok
@@ -273,10 +304,81 @@ def evaluate(models: Sequence[str], tasks: str, only: Optional[Sequence[str]] = 
             rows += task_rows(folder, emb_dir, seconds.get(emb_dir.name))
     settings = {"models": list(models), "tasks": str(tasks), "only": list(only or []),
                 "model_options": user_options, "weights": weights, "grid": grid,
-                "grid_points": grid_points, "seed": seed, "wall_s": round(time.time() - t_all, 1)}
+                "grid_points": grid_points, "grid_settings": grid_settings(grid), "seed": seed,
+                "prediction_jobs": jobs,
+                "tasks_text": tasks_text(tasks, seed, task_folders), "task_folders": sorted(task_folders),
+                "bad_tasks": bad, "model_details": model_details, "heareval_version": _version("heareval"),
+                "environment": environment(), "leaderboard": leaderboard,
+                "wall_s": round(time.time() - t_all, 1)}
     if merger:
-        write_results(rows, out, settings)
+        write_results(rows, out, settings, leaderboard)
     return rows, failures
+
+
+def check_heareval() -> None:
+    """heareval and the pytorch-lightning it needs are installed (checked before any model
+    loads, so a missing tool does not cost an embedding run)."""
+    import importlib.util
+
+    if importlib.util.find_spec("heareval") is None:
+        raise ToolMissing("heareval is not installed: run scripts/install.sh (or `hear-models "
+                          "install-tools`); --embeddings-only works without it")
+    pl = _version("pytorch-lightning")
+    if pl is None:
+        raise ToolMissing("pytorch-lightning is not installed; heareval needs pytorch-lightning<2: "
+                          "pip install 'pytorch-lightning==1.9.5'")
+    if int(pl.split(".")[0]) >= 2:
+        raise ToolMissing(f"pytorch-lightning {pl} is installed; heareval 2021.1.3 needs "
+                          "pytorch-lightning<2 (1.9.5 works): pip install 'pytorch-lightning==1.9.5'")
+
+
+class ToolMissing(RuntimeError):
+    """A tool the evaluation needs (heareval, its pytorch-lightning) is missing."""
+
+
+def _version(dist: str) -> Optional[str]:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def registry_description(name: str) -> str:
+    from hear_models import registry
+
+    try:
+        return registry.get_spec(name).description
+    except KeyError:
+        return ""
+
+
+def tasks_text(tasks: str, seed: int, folders: Dict[str, Path]) -> str:
+    """The task set in words: which suite (and seed) or folder, and the task versions."""
+    names = ", ".join(sorted(folders))
+    if tasks in SUITES:
+        return (f"offline `{tasks}` suite (seed {seed}; generated from Debian/PyPI audio, "
+                f"docs/tasks.md), {len(folders)} task(s): {names}")
+    return f"task folders in `{tasks}`, {len(folders)} task(s): {names}"
+
+
+def environment() -> Dict[str, str]:
+    """Versions and machine, for the protocol line."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"hear-models": _version("hear-models") or "?", "torch": torch.__version__,
+            "CPU": cpu, "threads": str(torch.get_num_threads())}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -299,6 +401,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embeddings-only", action="store_true", help="stop after the embeddings")
     p.add_argument("--shard", default=None, metavar="K/N", help="compute only shard K of N of the "
                    "embeddings (0-based; the last to finish merges); under torchrun the rank is used")
+    p.add_argument("--jobs", type=int, default=1, help="heareval prediction processes at once (each on "
+                   "its share of the tasks; heareval is mostly single-threaded: 2 on 2 cores)")
+    p.add_argument("--keep-going", action="store_true", help="leave bad task folders out (listed at the "
+                   "end, exit status 1) instead of stopping before anything is computed")
+    p.add_argument("--leaderboard", default="best,seeds", metavar="WHICH",
+                   help="published HEAR 2021 columns beside REAL HEAR tasks: best (best system per task), "
+                   "top3, seeds (" + ", ".join(_SEEDS) + "), all, none, or system names, comma-separated "
+                   "(default: best,seeds)")
     p.add_argument("--quiet", action="store_true")
     return p
 
@@ -318,14 +428,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     a = build_parser().parse_args(argv)
     try:
         options = parse_model_options(a.model_options)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if a.grid_points < 1:
-        print("error: --grid-points must be >= 1", file=sys.stderr)
-        return 2
-    try:
+        if a.grid_points < 1:
+            raise ValueError("--grid-points must be >= 1")
+        if a.jobs < 1:
+            raise ValueError("--jobs must be >= 1")
         shard = parse_shard(a.shard) if a.shard else None
+        leaderboard_columns(a.leaderboard)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -333,23 +441,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         rows, failures = evaluate(a.models, a.tasks, a.task, options, a.weights, a.grid, a.grid_points,
                                   Path(a.out), a.embeddings_dir, a.device, a.seed,
-                                  predict=not a.embeddings_only, progress=not a.quiet, shard=shard)
+                                  predict=not a.embeddings_only, progress=not a.quiet, shard=shard,
+                                  keep_going=a.keep_going, leaderboard=a.leaderboard, jobs=a.jobs)
     except TaskFolderError as e:
-        print(f"error: bad task folder: {e}", file=sys.stderr)
+        print(f"error: bad task folder: {e}" + ("" if a.keep_going else
+              " (--keep-going evaluates the other tasks)"), file=sys.stderr)
         return 2
-    except SuiteUnavailable as e:
+    except (SuiteUnavailable, ToolMissing) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if not rows:  # a shard of a sharded run: rank 0 / a plain run writes the results
         return 0
-    print(markdown(rows))
     out = Path(a.out)
-    print(f"results: {out / 'results.md'}, {out / 'results.csv'}, {out / 'results.json'} "
-          f"({time.time() - t0:.0f} s)", file=sys.stderr)
+    data = json.loads((out / "results.json").read_text())
+    settings = data["settings"]
+    print(markdown(rows, settings, a.leaderboard))
+    print(headline(rows, settings, out), file=sys.stderr)
+    bad = settings.get("bad_tasks") or {}
+    for name, why in bad.items():
+        print(f"left out (bad task folder): {name}: {why}", file=sys.stderr)
     if failures:
         print(f"{failures} task(s) failed; see {out / 'logs'}", file=sys.stderr)
-        return 1
-    return 0
+    return 1 if failures or bad else 0
 
 
 if __name__ == "__main__":

@@ -340,8 +340,10 @@ def test_suite_by_name_generates_once_then_evaluates(tmp_path, monkeypatch, caps
     data = json.loads((out / "results.json").read_text())
     [row] = data["rows"]
     assert row["status"] == "ok" and 0.0 <= row["score"] <= 1.0
-    assert row["GURA Fuse Cat H+w+C"] is None  # no leaderboard beside an offline analogue
-    assert (out / "results.md").read_text().startswith("| model |")
+    assert row["published"] == {}  # no leaderboard beside an offline analogue
+    md = (out / "results.md").read_text()
+    assert md.startswith("# hear-models evaluate") and "grid `faster`" in md and "1 grid point(s)" in md
+    assert f"offline `smoke` suite (seed 0), 1 task(s): {SCENE}" in md
     assert "top1_acc" in (out / "results.csv").read_text()
     # second run: nothing generated, embeddings and predictions reused, same score
     import hear_models.evaluation.tasks as tasks_mod
@@ -352,7 +354,8 @@ def test_suite_by_name_generates_once_then_evaluates(tmp_path, monkeypatch, caps
 
 
 # -- 5. results tables: every split mode, metric, the leaderboard only for real tasks ----
-def _fake_emb(dir_: Path, meta: dict, scores: dict, labels: dict, vocab) -> Path:
+def _fake_emb(dir_: Path, meta: dict, scores: dict, labels: dict, vocab, clips_per_split=None) -> Path:
+    """An embedding folder as heareval leaves it, with ``clips_per_split`` clips listed per split."""
     dir_.mkdir(parents=True)
     (dir_ / "task_metadata.json").write_text(json.dumps(meta))
     (dir_ / "labelvocabulary.csv").write_text("idx,label\n" + "".join(f"{i},{v}\n" for i, v in enumerate(vocab)))
@@ -360,48 +363,112 @@ def _fake_emb(dir_: Path, meta: dict, scores: dict, labels: dict, vocab) -> Path
     for split, labs in labels.items():
         with open(dir_ / f"{split}.target-labels.pkl", "wb") as f:
             pickle.dump(labs, f)
+    for split, n in (clips_per_split or {}).items():
+        (dir_ / f"{split}.json").write_text(json.dumps({f"{split}_{i}.wav": [vocab[0]] for i in range(n)}))
     return dir_
 
 
-def test_results_for_real_hear_folders(tmp_path):
-    esc = dict(hear2021.TASKS["esc50-v2.0.0-full"], splits=[f"fold{i:02d}" for i in range(5)])
+def _esc50(tmp_path: Path, name: str, per_fold: int, **meta_changes) -> Path:
+    esc = dict(hear2021.TASKS["esc50-v2.0.0-full"], splits=[f"fold{i:02d}" for i in range(5)], **meta_changes)
     folds = {f"fold{i:02d}": {"test_top1_acc": 0.5 + i / 100, "test_mAP": 0.6, "test_d_prime": float("inf"),
                               "test_aucroc": 0.9} for i in range(5)}
     agg = {"test_top1_acc_mean": 0.52, "test_top1_acc_std": 0.016, "test_mAP_mean": 0.6, "test_mAP_std": 0.0,
-           "test_d_prime_mean": float("nan"), "test_d_prime_std": float("nan"),
+           "test_d_prime_mean": float("inf"), "test_d_prime_std": float("nan"),
            "test_aucroc_mean": 0.9, "test_aucroc_std": 0.0}
     labels = {f"fold{i:02d}": [["dog"], ["dog"], ["cat"], ["rain"]] for i in range(5)}
-    e = _fake_emb(tmp_path / "esc50-v2.0.0-full", esc, {**folds, "aggregated_scores": agg}, labels,
-                  ["cat", "dog", "rain"])
+    return _fake_emb(tmp_path / name, esc, {**folds, "aggregated_scores": agg}, labels, ["cat", "dog", "rain"],
+                     {f"fold{i:02d}": per_fold for i in range(5)})
+
+
+def test_results_for_real_hear_folders(tmp_path):
+    e = _esc50(tmp_path, "esc50-v2.0.0-full", 400)  # the release: 2000 clips in 5 folds
     rows = results.task_rows("m", e)
     top1, m_ap, dprime, auc = rows
     assert (top1["score"], top1["std"], top1["folds"], top1["primary"]) == (0.52, 0.016, 5, True)
+    assert top1["real_hear_task"] and top1["hear_task"] == "esc50"
     assert top1["chance"] == 0.5 and auc["chance"] == 0.5  # majority class "dog": 2 of 4
     assert abs(m_ap["chance"] - 1 / 3) < 1e-9
-    assert top1["GURA Fuse Cat H+w+C"] == 0.734 and top1["PaSST base"] == 0.947
-    assert m_ap["GURA Fuse Cat H+w+C"] is None  # published figures are primary-metric only
+    # the whole published leaderboard for the primary metric, nothing for the others
+    assert len(top1["published"]) >= 30
+    assert top1["published"]["GURA Fuse Cat H+w+C"] == pytest.approx(0.734, abs=1e-3)
+    assert top1["published"]["CP-JKU PaSST base"] == pytest.approx(0.947, abs=1e-3)
+    assert m_ap["published"] == {}
     assert dprime["status"] == "not finite"
 
     dcase = dict(hear2021.TASKS["dcase2016_task2-hear2021-full"], splits=["train", "valid", "test"])
     d = _fake_emb(tmp_path / "dcase2016_task2-hear2021-full", dcase,
-                  {"test": {"test_event_onset_200ms_fms": 0.41, "test_segment_1s_er": 0.7}}, {}, ["a"])
+                  {"test": {"test_event_onset_200ms_fms": 0.41, "test_segment_1s_er": 0.7}}, {}, ["a"],
+                  {"train": 48, "valid": 12, "test": 12})
     onset, er = results.task_rows("m", d)
-    assert onset["score"] == 0.41 and onset["GURA Fuse Cat H+w+C"] == 0.826 and onset["chance"] is None
+    assert onset["score"] == 0.41 and onset["chance"] is None
+    assert onset["published"]["GURA Fuse Cat H+w+C"] == pytest.approx(0.826, abs=1e-3)
     assert er["lower_is_better"] and er["score"] == 0.7
 
-    # the same task_name from the offline generator: no published numbers
-    fake = dict(esc, hear_analogue="esc50", generator={"suite": "smoke"})
-    o = _fake_emb(tmp_path / "esc50-offline", fake, {**folds, "aggregated_scores": agg}, labels,
-                  ["cat", "dog", "rain"])
-    assert results.task_rows("m", o)[0]["GURA Fuse Cat H+w+C"] is None
-
     rows_all = rows + [onset, er]
-    table = results.markdown(rows_all)
-    assert "| m | esc50-v2.0.0-full | esc50 | top1_acc * | 0.520 | 0.016 (5) | 0.500 | 0.734 | 0.947 |" in table
-    assert "segment_1s_er (↓)" in table and "| nan |" in table.replace("NOT FINITE", "nan")
-    paths = results.write_results(rows_all, tmp_path / "out")
-    json.loads(paths["json"].read_text())  # strict JSON despite nan / inf
-    assert paths["csv"].read_text().count("\n") == len(rows_all) + 1
+    table = results.markdown(rows_all)  # default columns: best system, then the seed systems
+    best = max(top1["published"].items(), key=lambda kv: kv[1])
+    assert (f"| m | esc50-v2.0.0-full | esc50 | top1_acc * | 0.520 | 0.016 (5) | 0.500 | "
+            f"{best[1]:.3f} ({best[0]}) | 0.734 | 0.947 |") in table
+    assert "segment_1s_er (↓)" in table
+    # non-finite values say what they are; no bare nan
+    assert "| ∞ † | undefined † (5) |" in table and "AUC = 1" in table
+    assert "nan" not in table.lower().replace("nanmean", "")
+    only = results.markdown(rows_all, leaderboard="CP-JKU PaSST base")
+    assert only.splitlines()[0].endswith("| chance | CP-JKU PaSST base |")
+    with pytest.raises(ValueError, match="did you mean"):
+        results.leaderboard_columns("PaSST bse")
+    paths = results.write_results(rows_all, tmp_path / "out", {"grid": "default", "grid_points": 1})
+    data = json.loads(paths["json"].read_text())  # strict JSON despite nan / inf
+    assert data["rows"][0]["published"]["CP-JKU PaSST base"] == pytest.approx(0.947, abs=1e-3)
+    body = [ln for ln in paths["csv"].read_text().splitlines() if not ln.startswith("#")]
+    assert len(body) == len(rows_all) + 1 and "published HEAR 2021 #1 system" in body[0]
+
+
+def test_published_scores_need_the_release_s_content(tmp_path):
+    """A folder laid out like esc50-v2.0.0-full, but not holding the release's 2000 clips, or
+    written by the offline generator, gets no published column, and the table says why."""
+    small = _esc50(tmp_path, "esc50-v2.0.0-full", 8)
+    offline = _esc50(tmp_path, "esc50-offline", 400, hear_analogue="esc50", generator={"suite": "smoke"})
+    changed = _esc50(tmp_path, "esc50-changed", 400, nfolds=4)
+    for folder in (small, offline, changed):
+        rows = results.task_rows("m", folder)
+        assert not rows[0]["real_hear_task"] and rows[0]["published"] == {}, folder.name
+    table = results.markdown(results.task_rows("m", small) + results.task_rows("m", changed))
+    assert "HEAR 2021" not in table.splitlines()[0]
+    assert "holds 40 clips; the release has 2000" in table
+    assert "metadata differs (nfolds)" in table
+
+
+def test_leaderboard_is_the_whole_published_one():
+    rows = hear2021.leaderboard()
+    assert len(hear2021.systems()) == 34
+    assert {(r["task_name"], r["mode"]) for r in rows} == set(hear2021.NUM_CLIPS)
+    assert all(r["source"].startswith("hearbenchmark.com docs/leaderboard.csv @3af3234") for r in rows)
+    assert hear2021.published("nsynth_pitch", "5h")["GURA Avg Hubert+Crepe"][0] == pytest.approx(0.878, abs=1e-3)
+    assert set(results.leaderboard_columns("all")) == set(hear2021.systems())
+    assert results.leaderboard_columns("top3,seeds") == ["#1", "#2", "#3", *hear2021.SEED_SYSTEMS]
+
+
+def test_protocol_and_headline():
+    settings = {"grid": "default", "grid_points": 1, "heareval_version": "2021.1.3",
+                "grid_settings": {"configs": 16, "max_epochs": [500]},
+                "tasks_text": "offline `smoke` suite (seed 0), 2 task(s): a-v1-smoke, b-v2-smoke",
+                "model_details": [{"name": "whisper_base", "module": "hear_models.whisper_at", "weights": "",
+                                   "options": {}, "description": "Whisper base"}],
+                "environment": {"hear-models": "0.1.0"}, "wall_s": 600}
+    lines = results.protocol_lines(settings)
+    text = "\n".join(lines)
+    for part in ("grid `default` (configs 16, max_epochs [500])", "1 grid point(s)", "b-v2-smoke",
+                 "`whisper_base`", "weights ''", "hear-models 0.1.0", "10.0 min"):
+        assert part in text, part
+    row = {"model": "m", "primary": True, "score": 0.4, "std": 0.1, "chance": 0.2, "task": "t",
+           "task_name": "t", "metric": "top1_acc"}
+    assert results.above_chance(row)  # 0.4 > 0.2 + 0.1
+    assert not results.above_chance(dict(row, std=0.25))
+    assert not results.above_chance(dict(row, score=0.24, std=0.0))  # within 0.05 of chance
+    assert results.above_chance(dict(row, chance=None)) is None
+    head = results.headline([row, dict(row, task="u", score=0.21)], settings)
+    assert "1 of 2 scene tasks clearly above chance" in head and "10.0 min" in head
 
 
 def test_missing_scores_are_reported_not_hidden(tmp_path):
