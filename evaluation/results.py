@@ -332,7 +332,7 @@ def headline(rows: List[Dict[str, Any]], settings: Optional[Dict[str, Any]] = No
 
 def csv_text(rows: List[Dict[str, Any]], leaderboard: str = "best,seeds") -> str:
     """Rows as CSV: their scalar fields, then one column per chosen leaderboard column."""
-    columns = leaderboard_columns(leaderboard)
+    columns = leaderboard_columns(leaderboard) if any(r.get("published") for r in rows) else []
     flat = []
     for r in rows:
         f = {k: v for k, v in r.items() if not isinstance(v, (dict, list))}
