@@ -50,7 +50,7 @@ from .predict import GRIDS, grid_settings, run_predictions
 from .hear2021 import SEED_SYSTEMS as _SEEDS
 from .results import headline, leaderboard_columns, markdown, task_rows, write_results
 
-SUITES = ("smoke", "mini")
+SUITES = ("smoke", "small", "mini")
 
 
 class SuiteUnavailable(RuntimeError):

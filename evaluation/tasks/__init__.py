@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
-SUITES = ("smoke", "mini")
+SUITES = ("smoke", "small", "mini")
 HEAR_RATES = (16000, 22050, 32000, 44100, 48000)
 SUITE_FORMAT_VERSION = 1
 

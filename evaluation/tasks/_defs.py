@@ -795,3 +795,26 @@ TASKS: List[TaskDef] = [
                      "fluidsynth", "timgm6mb-soundfont", "espeak-ng", "flite")),
 ]
 
+
+# The `small` suite: about a third of `mini` (three times `smoke`), sized for README's main
+# job: test splits large enough that heareval's scores separate from chance by more than
+# their fold spread, generated and embedded in a few minutes on 2 cores.
+SMALL_SIZES = {
+    "spoken_keywords": {"speakers": 30},
+    "word_language": {"languages": ["de", "el", "en", "fr", "lt", "ru", "sl", "uk"], "concepts": 30},
+    "talker_count": {"max_count": 6, "speakers_per_fold": 10, "per_fold": 42},
+    "speech_emotion": {"speakers_per_fold": 6, "sentences": 2},
+    "music_speech": {"per_fold": 12, "speakers_per_fold": 2},
+    "music_genre": {"per_fold": 21},
+    "instrument_pitch": {"pitch_min": 48, "pitch_max": 71, "programs": 15},
+    "piano_onsets": {"per_fold": 24},
+    "office_events": {"duration": 6.0, "train": 72, "valid": 24, "test": 24, "events": [3, 5]},
+    "animal_sounds": {"per_fold": 6},
+    "djembe_strokes": {"per_stroke": 12},
+    "tuned_perc_tonic": {"per_tonic": 3},
+    "drum_kit_pieces": {"per_fold": 36},
+    "impulse_position": {"shots": 30},
+    "sound_mixtures": {"train": 150, "valid": 60, "test": 60},
+}
+for _t in TASKS:
+    _t.sizes["small"] = SMALL_SIZES[_t.name]
