@@ -1,6 +1,6 @@
 """``hear-models evaluate``: HEAR's shallow-classifier protocol in one command.
 
-    hear-models evaluate MODEL... --tasks DIR|smoke|mini [--task NAME ...]
+    hear-models evaluate MODEL... --tasks DIR|smoke|small|mini [--task NAME ...]
         [--model-options JSON] [--weights PATH] [--grid default|fast|faster]
         [--grid-points N] [--out DIR] [--embeddings-dir DIR] [--device DEV]
 
@@ -385,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hear-models evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("models", nargs="+", metavar="MODEL", help="registry name or HEAR module")
-    p.add_argument("--tasks", required=True, help="folder of HEAR task folders, or smoke | mini "
+    p.add_argument("--tasks", required=True, help="folder of HEAR task folders, or smoke | small | mini "
                    "(the offline suite, generated into the cache; a folder named so: ./smoke)")
     p.add_argument("--task", action="append", default=None, metavar="NAME",
                    help="only this task (folder name or task_name; repeatable)")

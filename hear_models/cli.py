@@ -9,7 +9,7 @@
 
     hear-models tasks make|list ...          (hear_models.evaluation.tasks)
     hear-models train CONFIG [key=value ...] (hear_models.training.cli)
-    hear-models evaluate MODEL... --tasks DIR|smoke|mini [--grid faster] ...
+    hear-models evaluate MODEL... --tasks DIR|smoke|small|mini [--grid default] ...
                                              (hear_models.evaluation.runner)
     hear-models probe MODEL... --tasks DIR|smoke|mini [--layers all|LIST]
         [--protocol linear|heareval] ...     (hear_models.evaluation.probe)

@@ -208,7 +208,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                 description="Offline HEAR task suite (hear-preprocess layout).")
     sub = p.add_subparsers(dest="cmd", required=True)
     m = sub.add_parser("make", help="generate a suite")
-    m.add_argument("--suite", required=True, help="smoke | mini")
+    m.add_argument("--suite", required=True, help="smoke | small | mini")
     m.add_argument("--out", required=True)
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--rates", default="16000", help="comma-separated, e.g. 16000,32000")

@@ -811,7 +811,7 @@ SMALL_SIZES = {
     "office_events": {"duration": 6.0, "train": 72, "valid": 24, "test": 24, "events": [3, 5]},
     "animal_sounds": {"per_fold": 6},
     "djembe_strokes": {"per_stroke": 12},
-    "tuned_perc_tonic": {"per_tonic": 3},
+    "tuned_perc_tonic": {"per_tonic": 6},
     "drum_kit_pieces": {"per_fold": 36},
     "impulse_position": {"shots": 30},
     "sound_mixtures": {"train": 150, "valid": 60, "test": 60},
