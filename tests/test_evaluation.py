@@ -289,6 +289,38 @@ def test_cli_reports_a_bad_task_folder(suite, tmp_path, capsys):
     assert not (tmp_path / "out" / "embeddings").exists()  # refused before any compute
 
 
+def test_bad_task_folder_refused_before_the_model_loads(suite, tmp_path, capsys, monkeypatch):
+    """Fail-fast by default, before any model loads; --keep-going evaluates the good tasks and
+    lists the bad ones with their reasons."""
+    tasks = tmp_path / "tasks"
+    shutil.copytree(suite / SCENE, tasks / SCENE)
+    shutil.copytree(suite / SCENE, tasks / "broken-v1-smoke")
+    (tasks / "broken-v1-smoke" / "valid.json").unlink()
+    loaded = []
+    real = runner.load_embedder
+    monkeypatch.setattr(runner, "load_embedder", lambda *a, **k: loaded.append(1) or real(*a, **k))
+    args = ["whisper_tiny_en", "--tasks", str(tasks), "--out", str(tmp_path / "out"), "--embeddings-only",
+            "--quiet"]
+    assert runner.main(args) == 2 and loaded == []
+    assert "--keep-going" in capsys.readouterr().err
+    assert runner.main(args + ["--keep-going"]) == 1 and loaded == [1]
+    err = capsys.readouterr().err
+    assert "left out (bad task folder): broken-v1-smoke:" in err and "valid.json" in err
+    assert (tmp_path / "out" / "embeddings" / "whisper_tiny_en" / SCENE / E.DONE_MARKER).exists()
+    settings = json.loads((tmp_path / "out" / "results.json").read_text())["settings"]
+    assert list(settings["bad_tasks"]) == ["broken-v1-smoke"]
+
+
+def test_missing_heareval_is_reported_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "heareval" else real(n, *a))
+    monkeypatch.setattr(runner, "load_embedder", lambda *a, **k: pytest.fail("model loaded"))
+    assert runner.main(["whisper_tiny_en", "--tasks", "smoke", "--out", str(tmp_path)]) == 2
+    assert "heareval is not installed" in capsys.readouterr().err
+
+
 def test_rate_folder_choice(suite, tmp_path):
     t = tmp_path / SCENE
     shutil.copytree(suite / SCENE, t)
