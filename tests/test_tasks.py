@@ -334,8 +334,8 @@ def test_piano_notes_of_one_pitch_do_not_overlap(smoke):
 
 def test_probe_learns_a_scene_task(smoke):
     pytest.importorskip("sklearn")
-    from hear_models.evaluation.tasks._probe import probe_task
+    from hear_models.evaluation.tasks._difficulty import difficulty_task
 
     d = next(p for p in _task_dirs(smoke) if p.name.startswith("drum_kit_pieces-"))
-    row = probe_task(d)
+    row = difficulty_task(d)
     assert row["metric"] == "top1_acc" and row["score"] > 2 * row["chance"]

@@ -217,8 +217,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     m.add_argument("--quiet", action="store_true")
     ls = sub.add_parser("list", help="list the tasks")
     ls.add_argument("--suite", default=None)
-    pr = sub.add_parser("probe", help="model-free difficulty probe of generated scene tasks "
-                        "(log-mel statistics + logistic regression; needs scikit-learn)")
+    pr = sub.add_parser("difficulty", aliases=["probe"],
+                        help="model-free difficulty of generated scene tasks (log-mel statistics "
+                        "+ logistic regression; needs scikit-learn)")
     pr.add_argument("dir", help="a suite folder or one task folder")
     a = p.parse_args(argv)
     from ._sources import MissingSource
@@ -231,10 +232,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       f"{','.join(row['evaluation'])}"
                       + (f"  {row['size']}" if 'size' in row else ""))
             return 0
-        if a.cmd == "probe":
-            from ._probe import probe_suite
+        if a.cmd in ("difficulty", "probe"):
+            from ._difficulty import difficulty_suite
 
-            for row in probe_suite(Path(a.dir)):
+            for row in difficulty_suite(Path(a.dir)):
                 if "skipped" in row:
                     print(f"{row['task']:24s} skipped ({row['skipped']})")
                 else:

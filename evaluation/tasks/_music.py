@@ -1,224 +1,234 @@
-"""Rule-based General MIDI compositions (events in seconds) for the music tasks."""
+"""Music tasks: music or speech, genre, instrument pitch, piano onsets.
+
+Each task's generator sits beside its definition (a :class:`TaskDef` row); the
+suite's order is kept in ``_defs.TASKS``.
+"""
+
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import Dict, Iterator, List
 
 import numpy as np
 
-from ._sources import note_off, note_on, program
-
-Events = List[Tuple[float, bytes]]
-DRUM_CH = 9
-GENRES = ["classical", "electronic", "hiphop", "jazz", "pop", "reggae", "rock"]
-
-MAJOR = [0, 2, 4, 5, 7, 9, 11]
-MINOR = [0, 2, 3, 5, 7, 8, 10]
-PROGRESSIONS = [[0, 4, 5, 3], [0, 3, 4, 0], [5, 3, 0, 4], [0, 5, 3, 4], [1, 4, 0, 5]]
+from . import _sources as S
+from ._audio import at_snr, augment, fit, noise, normalize, trim
+from ._build import Clip, Ctx, TaskDef
+from ._common import LONG_SENTENCES, ONSET_GRID, SCENE_METRICS, SR, TVT, _n, _speech_bed, _tvt_split
+from ._compose import GENRES, compose
 
 
-class Score:
-    def __init__(self, rng: np.random.Generator, dur: float):
-        self.rng, self.dur, self.ev = rng, dur, []  # type: ignore[var-annotated]
-        self.drums = True
+# =========================================================== 5. music / speech
+def gen_music_speech(ctx: Ctx) -> Iterator[Clip]:
+    """v2: music often carries a voice (songs) and speech often sits on music (radio), at
+    overlapping levels, so the label is which one dominates (v1: nearly separable)."""
+    rng, dur = ctx.rng, 3.0
+    n = _n(dur)
+    nf, per = 10, ctx.size["per_fold"]
+    spk_folds = S.speaker_pools(rng, [ctx.size["speakers_per_fold"]] * nf)
+    styles = GENRES + ["solo", "solo"]
+    segs, meta = [], []
+    for f in range(nf):
+        for j in range(per // 2):
+            st = styles[int(rng.integers(len(styles)))]
+            segs.append(compose(st, rng, dur))
+            meta.append((f, j, st))
+    music = [x.astype(np.float32) for x in S.iter_segments(segs, dur, SR)]
 
-    def prog(self, ch: int, p: int):
-        self.ev.append((0.0, program(ch, int(p))))
+    def sentences(spk) -> np.ndarray:
+        i1, i2 = rng.permutation(len(LONG_SENTENCES))[:2]
+        return np.concatenate([trim(ctx.synth.say(spk, LONG_SENTENCES[i1]), -35),
+                               np.zeros(_n(0.2)), trim(ctx.synth.say(spk, LONG_SENTENCES[i2]), -35)])
 
-    def note(self, t: float, ch: int, pitch: int, vel: int, d: float, human: float = 0.006):
-        t = t + float(self.rng.normal(0, human)) if human else t
-        if ch == DRUM_CH and not self.drums:
-            return
-        if t < 0 or t >= self.dur - 0.02:
-            return
-        pitch = int(min(max(pitch, 0), 127))
-        vel = int(min(max(vel + self.rng.integers(-8, 9), 1), 127))
-        end = min(t + max(d, 0.03), self.dur + 0.5)
-        self.ev.append((t, note_on(ch, pitch, vel)))
-        self.ev.append((end, note_off(ch, pitch)))
+    for (f, j, st), x in zip(meta, music):
+        x = normalize(x, float(rng.uniform(0.2, 0.7)))
+        if rng.random() < 0.4:   # a song: a voice of this fold's speakers 8-15 dB under the band
+            spk = spk_folds[f][int(rng.integers(len(spk_folds[f])))]
+            x = x + at_snr(x, fit(normalize(sentences(spk), 0.5), n, rng), float(rng.uniform(8, 15)))
+        x = x + at_snr(x, noise(n, rng, "pink"), float(rng.uniform(10, 40)))
+        yield Clip(f"f{f}_music_{j:03d}", f"fold{f:02d}", f"music-{f}-{j}", x, ["music"])
+    for f in range(nf):
+        pool = spk_folds[f]
+        beds = [music[k] for k, m in enumerate(meta) if m[0] == f]   # this fold's pieces only
+        for j in range(per // 2):
+            spk = pool[j % len(pool)]
+            y = _speech_bed(ctx, sentences(spk), n, snr=(10, 40))
+            if rng.random() < 0.7:   # speech over music, like radio: the music 4-15 dB below
+                y = y + at_snr(y, beds[int(rng.integers(len(beds)))], float(rng.uniform(4, 15)))
+            yield Clip(f"f{f}_speech_{j:03d}", f"fold{f:02d}", spk.ident, y, ["speech"])
 
 
-def _chord(key: int, scale, degree: int, n: int = 3, seventh: bool = False) -> List[int]:
-    tones = []
-    for k in range(n + (1 if seventh else 0)):
-        step = degree + 2 * k
-        tones.append(key + scale[step % 7] + 12 * (step // 7))
-    return tones
+MUSIC_SPEECH = TaskDef(
+    name="music_speech",
+    hear_task="tfds_gtzan_music_speech",
+    embedding_type="scene",
+    prediction_type="multiclass",
+    split_mode="new_split_kfold",
+    sample_duration=3.0,
+    evaluation=SCENE_METRICS,
+    sizes={"smoke": {"per_fold": 4, "speakers_per_fold": 1},
+           "small": {"per_fold": 12, "speakers_per_fold": 2},
+           "mini": {"per_fold": 40, "speakers_per_fold": 4}},
+    generate=gen_music_speech,
+    nfolds=10,
+    group_key="speaker (speech) / piece (music)",
+    cost=1.0,
+    version="v2",
+    sources=("espeak-ng", "flite", "fluidsynth", "timgm6mb-soundfont"),
+)
 
 
-def compose(style: str, rng: np.random.Generator, dur: float) -> Events:
-    """One clip of ``dur`` seconds in a style (random key, tempo, instruments)."""
-    s = Score(rng, dur)
-    key = 48 + int(rng.integers(0, 12))
-    minor = bool(rng.random() < 0.35)
-    scale = MINOR if minor else MAJOR
-    prog = PROGRESSIONS[int(rng.integers(len(PROGRESSIONS)))]
-    s.drums = bool(rng.random() > 0.25)   # a quarter of the pieces have no drums
-    if style == "classical":
-        tempo = rng.uniform(60, 92)
-        beat = 60 / tempo
-        s.prog(0, rng.choice([48, 49, 42, 19, 6, 0, 52]))
-        s.prog(1, rng.choice([40, 73, 68, 71, 0, 41, 56, 11]))
-        t, i, mel = 0.0, 0, 4
-        while t < dur:
-            root = prog[i % 4]
-            for p in _chord(key, scale, root):
-                s.note(t, 0, p, 60, 4 * beat * 0.98, human=0.0)
-            s.note(t, 0, key - 12 + scale[root % 7], 55, 4 * beat * 0.98, human=0.0)
-            b = 0.0
-            while b < 4:
-                d = float(rng.choice([1.0, 1.0, 2.0, 0.5]))
-                mel = int(np.clip(mel + rng.choice([-2, -1, -1, 1, 1, 2]), 0, 12))
-                s.note(t + b * beat, 1, key + 12 + scale[mel % 7] + 12 * (mel // 7), 80,
-                       d * beat * 0.95)
-                b += d
-            t += 4 * beat
-            i += 1
-    elif style == "rock":
-        tempo = rng.uniform(110, 150)
-        beat = 60 / tempo
-        s.prog(0, rng.choice([29, 30, 30, 27, 16]))
-        s.prog(1, rng.choice([33, 34, 35, 38]))
-        t, i = 0.0, 0
-        while t < dur:
-            root = key - 12 + scale[prog[i % 4] % 7]
-            for k in range(8):
-                tt = t + k * beat / 2
-                for p in (root, root + 7, root + 12):
-                    s.note(tt, 0, p, 95, beat / 2 * 0.9)
-                s.note(tt, 1, root - 12, 100, beat / 2 * 0.9)
-                s.note(tt, DRUM_CH, 42, 80, 0.1)
-            for k in range(4):
-                s.note(t + k * beat, DRUM_CH, 36 if k % 2 == 0 else 38, 110, 0.1)
-            if i % 4 == 0:
-                s.note(t, DRUM_CH, 49, 100, 0.5)
-            t += 4 * beat
-            i += 1
-    elif style == "jazz":
-        tempo = rng.uniform(120, 200)
-        beat = 60 / tempo
-        sw = beat * 2 / 3
-        s.prog(0, rng.choice([0, 4, 11, 0, 26, 16]))
-        s.prog(1, rng.choice([32, 32, 33]))
-        t, i = 0.0, 0
-        while t < dur:
-            root = prog[i % 4]
-            ch = _chord(key, scale, root, seventh=True)
-            for p in ch:
-                s.note(t + beat, 0, p, 70, beat * 0.6)
-                s.note(t + 3 * beat + sw, 0, p, 65, beat * 0.4)
-            for k in range(4):
-                tone = ch[int(rng.integers(0, 4))] - 24
-                if k == 0:
-                    tone = ch[0] - 24
-                s.note(t + k * beat, 1, tone + int(rng.choice([0, 0, 1, -1])) * (k == 3), 90,
-                       beat * 0.9)
-            for k in range(4):
-                s.note(t + k * beat, DRUM_CH, 51, 80, 0.2)
-                if k % 2 == 1:
-                    s.note(t + k * beat + sw, DRUM_CH, 51, 60, 0.2)
-                    s.note(t + k * beat, DRUM_CH, 44, 70, 0.1)
-            t += 4 * beat
-            i += 1
-    elif style == "electronic":
-        tempo = rng.uniform(120, 136)
-        beat = 60 / tempo
-        s.prog(0, rng.choice([80, 81, 87, 90, 4, 11, 16]))
-        s.prog(1, rng.choice([38, 39, 87, 33]))
-        t, i = 0.0, 0
-        while t < dur:
-            ch = _chord(key, scale, prog[i % 4])
-            arp = ch + [ch[0] + 12]
-            for k in range(16):
-                s.note(t + k * beat / 4, 0, arp[k % 4] + 12, 80, beat / 4 * 0.8, human=0.0)
-            for k in range(4):
-                s.note(t + k * beat, DRUM_CH, 36, 120, 0.1, human=0.0)
-                s.note(t + k * beat + beat / 2, DRUM_CH, 46, 80, 0.1, human=0.0)
-                s.note(t + k * beat + beat / 2, 1, ch[0] - 24, 100, beat / 2 * 0.8, human=0.0)
-                if k % 2 == 1:
-                    s.note(t + k * beat, DRUM_CH, 39, 100, 0.1, human=0.0)
-            t += 4 * beat
-            i += 1
-    elif style == "reggae":
-        tempo = rng.uniform(66, 86)
-        beat = 60 / tempo
-        s.prog(0, rng.choice([16, 17, 27, 28, 0, 4]))
-        s.prog(1, rng.choice([33, 32, 38]))
-        t, i = 0.0, 0
-        while t < dur:
-            ch = _chord(key, scale, prog[i % 4])
-            for k in range(4):
-                for p in ch:
-                    s.note(t + k * beat + beat / 2, 0, p + 12, 85, beat * 0.2)
-                s.note(t + k * beat, DRUM_CH, 42, 60, 0.1)
-                s.note(t + k * beat + beat / 2, DRUM_CH, 42, 50, 0.1)
-            s.note(t + 2 * beat, DRUM_CH, 36, 110, 0.1)
-            s.note(t + 2 * beat, DRUM_CH, 37, 100, 0.1)
-            for b, dd in ((0.0, 0.75), (1.0, 0.5), (1.5, 0.5), (2.5, 0.5), (3.0, 0.75)):
-                s.note(t + b * beat, 1, ch[int(rng.integers(0, 3))] - 24, 100, dd * beat)
-            t += 4 * beat
-            i += 1
-    elif style == "pop":
-        # like rock's backbeat, but clean piano/guitar chords and a sung-like lead
-        tempo = rng.uniform(96, 126)
-        beat = 60 / tempo
-        s.prog(0, rng.choice([0, 4, 24, 25, 1]))
-        s.prog(1, rng.choice([33, 34, 38]))
-        s.prog(2, rng.choice([52, 53, 54, 73, 81, 65]))
-        t, i, mel = 0.0, 0, 4
-        while t < dur:
-            ch = _chord(key, scale, prog[i % 4])
-            for k in range(4):
-                for p in ch:
-                    s.note(t + k * beat, 0, p + 12, 70, beat * 0.9)
-                s.note(t + k * beat, 1, ch[0] - 24, 95, beat * 0.9)
-                s.note(t + k * beat, DRUM_CH, 36 if k % 2 == 0 else 38, 100, 0.1)
-                s.note(t + k * beat, DRUM_CH, 42, 70, 0.1)
-                s.note(t + k * beat + beat / 2, DRUM_CH, 42, 60, 0.1)
-            b = 0.0
-            while b < 4:
-                d = float(rng.choice([0.5, 1.0, 1.0, 1.5]))
-                mel = int(np.clip(mel + rng.choice([-2, -1, 1, 2, 0]), 0, 11))
-                s.note(t + b * beat, 2, key + 12 + scale[mel % 7] + 12 * (mel // 7), 90,
-                       d * beat * 0.9)
-                b += d
-            t += 4 * beat
-            i += 1
-    elif style == "hiphop":
-        # slow boom-bap: syncopated kick, heavy snare on 2 and 4, looped keys, sub bass
-        tempo = rng.uniform(82, 98)
-        beat = 60 / tempo
-        s.prog(0, rng.choice([4, 5, 0, 11, 89]))
-        s.prog(1, rng.choice([38, 39, 33, 87]))
-        t, i = 0.0, 0
-        while t < dur:
-            ch = _chord(key, scale, prog[i % 2], seventh=True)
-            for p in ch:
-                s.note(t, 0, p + 12, 65, 1.5 * beat)
-                s.note(t + 2.5 * beat, 0, p + 12, 55, beat)
-            for b in (0.0, 0.75, 2.5):
-                s.note(t + b * beat, DRUM_CH, 36, 120, 0.1)
-                s.note(t + b * beat, 1, ch[0] - 24, 105, 0.6 * beat)
-            for b in (1.0, 3.0):
-                s.note(t + b * beat, DRUM_CH, 38, 120, 0.1)
-            for k in range(8):
-                s.note(t + k * beat / 2 + (beat / 12 if k % 2 else 0), DRUM_CH, 42, 60, 0.05)
-            t += 4 * beat
-            i += 1
-    elif style == "solo":
-        # a single melodic instrument or a piano piece (music/speech task)
-        tempo = rng.uniform(70, 150)
-        beat = 60 / tempo
-        p = int(rng.choice([0, 1, 4, 11, 13, 21, 24, 25, 40, 41, 46, 52, 56, 60, 65, 66, 68,
-                            71, 73, 75, 80, 88]))
-        s.prog(0, p)
-        t, mel = 0.0, 4
-        while t < dur:
-            d = float(rng.choice([0.5, 1.0, 1.0, 2.0]))
-            mel = int(np.clip(mel + rng.choice([-2, -1, 1, 2, 3, -3]), 0, 14))
-            s.note(t, 0, key + scale[mel % 7] + 12 * (mel // 7), 90, d * beat * 0.9)
-            if rng.random() < 0.3:
-                s.note(t, 0, key - 12 + scale[mel % 7], 60, d * beat * 0.9)
-            t += d * beat
-    else:  # pragma: no cover
-        raise ValueError(style)
-    return s.ev
+# =========================================================== 6. genre
+SHARED_KEYS = [0, 4, 11, 16, 24, 25, 27, 29, 30, 48, 52, 80, 81, 88, 89]
+SHARED_BASS = [32, 33, 34, 38, 39]
+def gen_genre(ctx: Ctx) -> Iterator[Clip]:
+    """v2: a third of the clips carry another genre's piece of the same fold 6-12 dB below
+    (a neighbour's radio), and noise down to 5 dB SNR (v1: solved by most features)."""
+    rng, dur = ctx.rng, 4.0
+    n = _n(dur)
+    per = ctx.size["per_fold"]
+    segs, meta = [], []
+    for f in range(10):
+        for j in range(per):
+            g = GENRES[(f * per + j) % len(GENRES)]
+            ev = compose(g, rng, dur)
+            if rng.random() < 0.5:
+                # half the pieces take their instruments from one pool shared by all
+                # genres, so that rhythm, harmony and tempo must carry the label
+                ev = [(t, S.program(m[0] & 0x0F, int(rng.choice(
+                        SHARED_BASS if (m[0] & 0x0F) == 1 else SHARED_KEYS))))
+                      if (m[0] & 0xF0) == 0xC0 else (t, m) for t, m in ev]
+            segs.append(ev)
+            meta.append((f, j, g))
+    clips = [normalize(augment(x, SR, rng, speed_range=0.0)[:n], float(rng.uniform(0.3, 0.8)))
+             for x in S.iter_segments(segs, dur, SR)]
+    for k, ((f, j, g), x) in enumerate(zip(meta, clips)):
+        if rng.random() < 1 / 3:
+            others = [i for i, m in enumerate(meta) if m[0] == f and m[2] != g]
+            x = x + at_snr(x, clips[others[int(rng.integers(len(others)))]], float(rng.uniform(6, 12)))
+        x = x + at_snr(x, noise(n, rng, "pink"), float(rng.uniform(5, 35)))
+        yield Clip(f"f{f}_{j:03d}_{g}", f"fold{f:02d}", f"piece-{f}-{j}", x, [g])
+
+
+MUSIC_GENRE = TaskDef(
+    name="music_genre",
+    hear_task="tfds_gtzan",
+    embedding_type="scene",
+    prediction_type="multiclass",
+    split_mode="new_split_kfold",
+    sample_duration=4.0,
+    evaluation=SCENE_METRICS,
+    sizes={"smoke": {"per_fold": 7},
+           "small": {"per_fold": 21},
+           "mini": {"per_fold": 70}},
+    generate=gen_genre,
+    nfolds=10,
+    group_key="piece",
+    cost=1.0,
+    version="v2",
+    sources=("fluidsynth", "timgm6mb-soundfont"),
+)
+
+
+# =========================================================== 7. pitch (NSynth-like)
+PITCH_PROGRAMS = [0, 1, 2, 4, 6, 7, 8, 11, 12, 13, 16, 17, 19, 21, 22, 24, 25, 26, 27, 32, 33,
+                  35, 40, 41, 42, 46, 48, 52, 56, 57, 58, 60, 61, 64, 65, 66, 68, 70, 71, 73,
+                  74, 75, 79, 80, 81, 82, 87, 88, 89, 90]
+
+
+def gen_pitch(ctx: Ctx) -> Iterator[Clip]:
+    rng, dur = ctx.rng, 1.0
+    lo, hi = ctx.size["pitch_min"], ctx.size["pitch_max"]
+    ctx.vocab = [str(p) for p in range(lo, hi + 1)]
+    progs = [PITCH_PROGRAMS[i] for i in rng.permutation(len(PITCH_PROGRAMS))[:ctx.size["programs"]]]
+    parts = _tvt_split(progs, rng)
+    segs, meta = [], []
+    for split in TVT:
+        for prog in sorted(parts[split]):
+            for p in range(lo, hi + 1):
+                vel = int(rng.integers(60, 121))
+                segs.append([(0.0, S.program(0, prog)), (0.01, S.note_on(0, p, vel)),
+                             (0.76, S.note_off(0, p))])
+                meta.append((split, prog, p))
+    for (split, prog, p), x in zip(meta, S.iter_segments(segs, dur, SR, gap=1.0)):
+        x = normalize(x, float(rng.uniform(0.3, 0.8)))
+        yield Clip(f"gm{prog:03d}_{p:03d}", split, f"program-{prog}", x, [str(p)])
+
+
+INSTRUMENT_PITCH = TaskDef(
+    name="instrument_pitch",
+    hear_task="nsynth_pitch",
+    embedding_type="scene",
+    prediction_type="multiclass",
+    split_mode="trainvaltest",
+    sample_duration=1.0,
+    evaluation=["pitch_acc", "chroma_acc"],
+    sizes={"smoke": {"pitch_min": 48, "pitch_max": 71, "programs": 6},
+           "small": {"pitch_min": 48, "pitch_max": 71, "programs": 15},
+           "mini": {"pitch_min": 36, "pitch_max": 83, "programs": 25}},
+    generate=gen_pitch,
+    group_key="GM instrument (program)",
+    cost=1.0,
+    extra={"pitch_range_min": "size:pitch_min", "pitch_range_max": "size:pitch_max"},
+    sources=("fluidsynth", "timgm6mb-soundfont"),
+)
+
+
+# =========================================================== 8. piano onsets (MAESTRO-like)
+PIANO_PROGRAMS = [0, 1, 2, 3, 4]   # one GM piano per fold
+PIANO_PITCHES = [60, 62, 64, 65, 67, 69, 71, 72, 74, 76, 77, 79, 81, 83, 84]
+
+
+def gen_piano(ctx: Ctx) -> Iterator[Clip]:
+    rng, dur = ctx.rng, 4.0
+    n = _n(dur)
+    segs, meta = [], []
+    for f, prog in enumerate(PIANO_PROGRAMS):
+        for j in range(ctx.size["per_fold"]):
+            ev = [(0.0, S.program(0, prog))]
+            notes = []
+            busy: Dict[int, float] = {}   # a pitch is not re-struck while it sounds
+            t = float(rng.uniform(0.05, 0.4))
+            while t < dur - 0.3:
+                k = 2 if rng.random() < 0.25 else 1
+                free = [p for p in PIANO_PITCHES if busy.get(p, -1.0) < t - 0.02]
+                for p in rng.choice(free, size=min(k, len(free)), replace=False).tolist():
+                    d = float(min(rng.uniform(0.1, 0.6), dur - 0.05 - t))
+                    notes.append((round(t, 4), round(t + d, 4), int(p)))
+                    busy[int(p)] = t + d
+                t += float(rng.uniform(0.15, 0.5))
+            for s, e, p in notes:
+                ev += [(s, S.note_on(0, p, int(rng.integers(50, 121)))), (e, S.note_off(0, p))]
+            segs.append(ev)
+            meta.append((f, j, notes))
+    for (f, j, notes), x in zip(meta, S.iter_segments(segs, dur, SR)):
+        x = normalize(x, float(rng.uniform(0.3, 0.8)))
+        x = x + at_snr(x, noise(n, rng, "pink"), float(rng.uniform(30, 50)))
+        labels = [{"label": str(p), "start": round(s * 1000, 1), "end": round(e * 1000, 1)}
+                  for s, e, p in sorted(notes)]
+        yield Clip(f"gm{PIANO_PROGRAMS[f]}_{j:04d}", f"fold{f:02d}",
+                   f"piano-program-{PIANO_PROGRAMS[f]}", x, labels)
+
+
+PIANO_ONSETS = TaskDef(
+    name="piano_onsets",
+    hear_task="maestro",
+    embedding_type="event",
+    prediction_type="multilabel",
+    split_mode="new_split_kfold",
+    sample_duration=4.0,
+    evaluation=["event_onset_50ms_fms", "event_onset_offset_50ms_20perc_fms"],
+    sizes={"smoke": {"per_fold": 8},
+           "small": {"per_fold": 12},
+           "mini": {"per_fold": 80}},
+    generate=gen_piano,
+    nfolds=5,
+    evaluation_params=ONSET_GRID,
+    extra={"use_scoring_for_early_stopping": False},
+    group_key="piano sound (GM program)",
+    cost=1.0,
+    sources=("fluidsynth", "timgm6mb-soundfont"),
+)
+
+
+
+TASKS: List[TaskDef] = [MUSIC_SPEECH, MUSIC_GENRE, INSTRUMENT_PITCH, PIANO_ONSETS]

@@ -29,7 +29,7 @@ def _features(path: Path) -> np.ndarray:
                            logm.max(1)])
 
 
-def probe_task(task_dir: Path) -> Dict[str, object]:
+def difficulty_task(task_dir: Path) -> Dict[str, object]:
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
     from sklearn.pipeline import make_pipeline
@@ -78,8 +78,8 @@ def probe_task(task_dir: Path) -> Dict[str, object]:
             "chance": round(chance, 3), "clips": sum(len(v[1]) for v in data.values())}
 
 
-def probe_suite(root: Path) -> List[Dict[str, object]]:
+def difficulty_suite(root: Path) -> List[Dict[str, object]]:
     root = Path(root)
     dirs = sorted(p for p in root.iterdir() if (p / "task_metadata.json").is_file()) \
         if not (root / "task_metadata.json").is_file() else [root]
-    return [probe_task(d) for d in dirs]
+    return [difficulty_task(d) for d in dirs]
