@@ -6,16 +6,9 @@ from typing import Optional
 
 import numpy as np
 
+from hear_models.audio import resample  # noqa: F401  (the package's one resampler)
+
 MASTER_SR = 48000
-
-
-def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
-    if sr_in == sr_out:
-        return x
-    from scipy.signal import resample_poly
-
-    g = gcd(sr_in, sr_out)
-    return resample_poly(x, sr_out // g, sr_in // g)
 
 
 def speed(x: np.ndarray, factor: float) -> np.ndarray:

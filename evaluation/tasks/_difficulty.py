@@ -15,11 +15,12 @@ from typing import Dict, List
 import numpy as np
 
 
-def _features(path: Path) -> np.ndarray:
-    import soundfile as sf
+def _features(path: Path, sr: int) -> np.ndarray:
     from scipy.signal import stft
 
-    x, sr = sf.read(str(path), dtype="float32")
+    from hear_models.audio import load_audio
+
+    x = load_audio(path, sr)
     f, _, z = stft(x, sr, nperseg=512, noverlap=352)
     power = np.abs(z) ** 2
     edges = np.geomspace(60, sr / 2, 41)
@@ -46,7 +47,7 @@ def difficulty_task(task_dir: Path) -> Dict[str, object]:
     for split in meta["splits"]:
         labels = json.loads((task_dir / f"{split}.json").read_text())
         names = sorted(labels)
-        x = np.stack([_features(task_dir / str(rate) / split / n) for n in names])
+        x = np.stack([_features(task_dir / str(rate) / split / n, rate) for n in names])
         data[split] = (x, [labels[n] for n in names])
     if meta["split_mode"] == "trainvaltest":
         runs = [(["train", "valid"], "test")]

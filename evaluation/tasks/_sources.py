@@ -128,22 +128,13 @@ class _quiet_stderr:
 
 def read_audio(path: Path, sr: int) -> np.ndarray:
     """Mono float64 audio resampled to ``sr`` (deterministic polyphase)."""
-    import soundfile as sf
-    from math import gcd
-
-    from scipy.signal import resample_poly
+    from hear_models.audio import load_audio
 
     if str(path).endswith(".mp3"):
         # libmpg123 prints a harmless ID3 warning straight to fd 2 for these files
         with _quiet_stderr():
-            x, in_sr = sf.read(str(path), dtype="float64", always_2d=True)
-    else:
-        x, in_sr = sf.read(str(path), dtype="float64", always_2d=True)
-    x = x.mean(axis=1)
-    if in_sr != sr:
-        g = gcd(int(in_sr), int(sr))
-        x = resample_poly(x, sr // g, in_sr // g)
-    return x
+            return load_audio(path, sr, dtype="float64")
+    return load_audio(path, sr, dtype="float64")
 
 
 # ----------------------------------------------------------------- speech
@@ -319,11 +310,7 @@ def render_midi(events: Sequence[Tuple[float, bytes]], sr: int, gain: float = 0.
         res = subprocess.run(cmd, capture_output=True)
         if res.returncode != 0 or not os.path.exists(wav):
             raise RuntimeError(f"fluidsynth failed: {res.stderr[-300:]!r}")
-        import soundfile as sf
-
-        x, r = sf.read(wav, dtype="float64", always_2d=True)
-        assert r == sr
-        return x.mean(axis=1)
+        return read_audio(Path(wav), sr)  # rendered at sr: decoded, nothing resampled
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
