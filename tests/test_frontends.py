@@ -16,6 +16,7 @@ from hear_models.frontends import (
     mel_filterbank,
     whisper_mel_filters,
 )
+from tests.conftest import need  # noqa: E402
 
 ALL = sorted(PRESETS)
 
@@ -36,7 +37,7 @@ def fronts():
 
 @pytest.mark.parametrize("n_mels", [80, 128])
 def test_computed_slaney_filters_equal_whisper_npz(n_mels):
-    pytest.importorskip("whisper")
+    need("whisper")
     shipped = whisper_mel_filters(n_mels)
     assert shipped is not None and shipped.shape == (n_mels, 201)
     ours = mel_filterbank(16000, 400, n_mels, 0.0, 8000.0, scale="slaney", norm="slaney")
@@ -54,7 +55,7 @@ def test_whisper_preset_works_without_whisper_filters(monkeypatch):
 @pytest.mark.parametrize("name,n_mels", [("WHISPER_80", 80), ("WHISPER_128", 128)])
 @pytest.mark.parametrize("n", [201, 1000, 16000, 16037, 24_001, 480_000])
 def test_whisper_equals_openai(name, n_mels, n, fronts):
-    whisper = pytest.importorskip("whisper")
+    whisper = need("whisper")
     audio = _noise(n, seed=n)
     audio[: n // 3] *= 0.01  # a quieter part so the 8-decade clamp is exercised
     ref = whisper.log_mel_spectrogram(audio, n_mels=n_mels)
@@ -64,7 +65,7 @@ def test_whisper_equals_openai(name, n_mels, n, fronts):
 
 
 def test_whisper_batch_equals_openai_per_clip(fronts):
-    whisper = pytest.importorskip("whisper")
+    whisper = need("whisper")
     audio = _noise(16000 * 3 + 17, seed=3, batch=3)
     audio[1] *= 1e-3  # different peaks: openai's max over one clip == our max per item
     out = fronts["WHISPER_80"](audio)

@@ -20,8 +20,9 @@ from hear_models.models import gura as G
 
 from .conftest import assert_close_to_scale
 from .test_crepe import ref_embed_sounds, sounds
+from tests.conftest import need  # noqa: E402
 
-transformers = pytest.importorskip("transformers")
+transformers = need("transformers")
 
 
 def tiny_folder(path, kind, hidden, seed, do_normalize=None, stable=True):

@@ -10,6 +10,7 @@ from hear_models.layers import (
     ResidualAttentionBlock,
     build_attention_mask,
 )
+from tests.conftest import need  # noqa: E402
 
 N_STATE, N_HEAD = 64, 4
 
@@ -25,7 +26,7 @@ def _randomise(module, seed=0):
 
 
 def _whisper_block(cross):
-    wm = pytest.importorskip("whisper.model")
+    wm = need("whisper.model")
     return _randomise(wm.ResidualAttentionBlock(N_STATE, N_HEAD, cross_attention=cross)).eval()
 
 
@@ -47,7 +48,7 @@ def test_whisper_block_parity(cross):
 
 
 def test_whisper_block_parity_causal_and_eager_path():
-    wm = pytest.importorskip("whisper.model")
+    wm = need("whisper.model")
     ref = _whisper_block(True)
     ours = ResidualAttentionBlock(N_STATE, N_HEAD, cross_attention=True).eval()
     ours.load_state_dict(ref.state_dict(), strict=True)

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.conftest import need  # noqa: E402
 
-pytest.importorskip("heareval")
-pytest.importorskip("sklearn")
-pytest.importorskip("matplotlib")
+need("heareval")
+need("sklearn")
+need("matplotlib")
 
 from hear_models.evaluation import probe as P  # noqa: E402
 

@@ -25,16 +25,9 @@ MODEL = "whisper_tiny_en"
 
 
 @pytest.fixture(scope="module")
-def tasks(tmp_path_factory):
+def tasks(smoke_suite, tmp_path_factory):
     """Two smoke tasks (scene, event) cut to 6/3/3 clips, in batches of 2 clips."""
-    from hear_models.evaluation.tasks import make_suite
-
-    src = tmp_path_factory.mktemp("suite")
-    try:
-        make_suite("smoke", src, seed=0, rates=[16000], progress=False,
-                   tasks=["spoken_keywords", "office_events"])
-    except Exception as e:  # the Debian sources of the suite are not installed
-        pytest.skip(f"offline task suite unavailable: {e}")
+    src = smoke_suite
     out = tmp_path_factory.mktemp("tasks")
     for name in TASKS:
         shutil.copytree(src / name, out / name)

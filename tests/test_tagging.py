@@ -12,7 +12,7 @@ from hear_models.cli import main
 from hear_models.models.whisper_at_heads import create_head, pool_time
 from hear_models.tagging import load_head, save_head, transcribe_and_tag
 
-from .conftest import noise
+from .conftest import noise, skip_or_fail
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_head_that_does_not_fit_the_backbone(tiny_head):
 
 def _speech(tmp_path):
     if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng missing: bash scripts/install_task_sources.sh")
+        skip_or_fail("espeak-ng missing: bash scripts/install_task_sources.sh")
     wav = tmp_path / "speech.wav"
     subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(wav),
                     "the quick brown fox jumps over the lazy dog"], check=True)

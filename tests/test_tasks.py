@@ -1,8 +1,9 @@
 """Tests of the offline HEAR task suite generator (hear_models.evaluation.tasks).
 
-The smoke suite is generated once per session (about 30 s on 2 cores).  Tests
-are skipped, with the reason, where the Debian task sources are not installed
-(scripts/install_task_sources.sh).
+The smoke suite is generated once per session (about 30 s on 2 cores; the session
+fixture ``smoke_suite`` of conftest.py, shared with the other test files). Tests are
+skipped, with the reason, where the Debian task sources are not installed
+(scripts/install_task_sources.sh); in CI they fail.
 """
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sf = pytest.importorskip("soundfile")
+from tests.conftest import need, skip_or_fail  # noqa: E402
+
+sf = need("soundfile")
 
 from hear_models.evaluation import tasks as T  # noqa: E402
 from hear_models.evaluation.tasks import _sources  # noqa: E402
@@ -48,15 +51,12 @@ def _sources_or_skip():
         _sources.check_all()
         _sources.animal_files()
     except _sources.MissingSource as e:
-        pytest.skip(str(e))
+        skip_or_fail(str(e))
 
 
 @pytest.fixture(scope="session")
-def smoke(tmp_path_factory):
-    _sources_or_skip()
-    out = tmp_path_factory.mktemp("smoke")
-    T.make_suite("smoke", out, seed=0, rates=(16000,), progress=False)
-    return out
+def smoke(smoke_suite):
+    return smoke_suite
 
 
 def _task_dirs(root: Path):

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tests.conftest import need  # noqa: E402
 
-pytest.importorskip("lightning")
+need("lightning")
 
 from hear_models.training.config import ConfigError, load_config
 from hear_models.training.data import (ClipDataset, StepBatchSampler, collate, finalise_labels,

@@ -7,14 +7,14 @@ import torch
 
 from hear_models.models.whisper_at_heads import pool_time
 
-pytest.importorskip("lightning")
+from tests.conftest import copy_tasks, need  # noqa: E402
+
+need("lightning")
 
 
 @pytest.fixture(scope="module")
-def task(tmp_path_factory):
-    from hear_models.evaluation.tasks import make_suite
-
-    out = make_suite("smoke", tmp_path_factory.mktemp("tasks"), tasks=["sound_mixtures"], progress=False)
+def task(smoke_suite, tmp_path_factory):
+    out = copy_tasks(smoke_suite, tmp_path_factory.mktemp("tasks"), ["sound_mixtures"])
     return next(p for p in out.iterdir() if p.name.startswith("sound_mixtures"))
 
 

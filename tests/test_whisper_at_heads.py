@@ -6,6 +6,7 @@ import torch
 from hear_models.models.whisper_at_heads import (
     HEAD_KINDS, WHISPER_SIZES, convert_official_head, create_head, head_from_official, pool_time,
 )
+from tests.conftest import need  # noqa: E402
 
 
 def n_params(m):
@@ -84,7 +85,7 @@ def test_pool_time():
 def test_official_checkpoint_same_logits(mode, proj, tmp_path):
     """A head of the whisper-at package, saved as its {size}_ori/_low.pth files are (keys
     ``at_model.*``), loads through ours strictly and gives the same logits."""
-    whisper_at_model = pytest.importorskip("whisper_at.model", reason="pip install --no-deps whisper-at==0.5")
+    whisper_at_model = need("whisper_at.model", reason="pip install --no-deps whisper-at==0.5")
     from hear_models.checkpoints import torch_load_trusted_weights
 
     torch.manual_seed(0)

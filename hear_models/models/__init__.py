@@ -1,0 +1,84 @@
+"""The model families. Each module owns its network and every checkpoint format of that
+family, read by one function::
+
+    load_encoder(path_or_name="", variant=..., seed=0, **options) -> LoadedEncoder
+
+(``""``: the variant with seeded random weights; a path: our exports, our training
+checkpoints, the official formats). The HEAR modules (``hear_models.maskspec`` etc.) and
+the training objectives both load through it. What the families share is here: the
+:class:`LoadedEncoder` record, :func:`read_weights` and :func:`load_strict`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping, Optional, Sequence
+
+from torch import Tensor, nn
+
+from ..checkpoints import CheckpointError, torch_load_trusted_weights
+
+__all__ = ["LoadedEncoder", "read_weights", "load_strict"]
+
+
+@dataclass
+class LoadedEncoder:
+    """What ``load_encoder`` returns.
+
+    encoder : the family's encoder (eval mode is the caller's choice)
+    frontend : its log-mel front-end module where the family keeps one apart (MaskSpec,
+        ATST), else None (the conformer's is inside its encoder)
+    description : one line naming the weights (file, official or ours, or UNTRAINED)
+    meta : what the file says beyond the weights (e.g. ATST's ``chunk_seconds``)
+    """
+
+    encoder: nn.Module
+    frontend: Optional[nn.Module]
+    description: str
+    meta: Dict[str, Any] = field(default_factory=dict)
+
+
+def read_weights(path: str) -> Any:
+    """``torch.load(weights_only=True)`` of a user's file (``"packaged:<name>"`` too).
+
+    ``argparse.Namespace`` is allowed: the official MAE-style and audiossl files keep their
+    command-line ``args`` in one. Nothing else that needs pickled code is unpickled.
+    """
+    import argparse
+
+    import torch
+
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        return torch_load_trusted_weights(path)
+
+
+def load_strict(model: nn.Module, sd: Mapping[str, Tensor], allowed_missing: Sequence[str] = (),
+                source: str = "") -> None:
+    """``load_state_dict`` that fails on any unexpected or mis-shaped key and on any missing
+    key other than those named (prefixes ending in '.' match a whole submodule).
+
+    Raises
+    ------
+    CheckpointError
+        Naming ``source`` (the file), the model, and the keys: missing, unexpected, and
+        mis-shaped ones with the shape found and the shape the model declares.
+    """
+    own = model.state_dict()
+
+    def allowed(k):
+        return any(k == a or (a.endswith(".") and k.startswith(a)) for a in allowed_missing)
+
+    missing = [k for k in own if k not in sd and not allowed(k)]
+    unexpected = [k for k in sd if k not in own]
+    shapes = [f"{k} {tuple(sd[k].shape)} (expected {tuple(own[k].shape)})" for k in sd
+              if k in own and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        where = f"{source}: " if source else ""
+
+        def some(keys):
+            return f"{keys[:10]}{'...' if len(keys) > 10 else ''}"
+
+        raise CheckpointError(
+            f"{where}does not fit {type(model).__name__}: missing {some(missing)}, "
+            f"unexpected {some(unexpected)}" + (f", mis-shaped {some(shapes)}" if shapes else ""))
+    model.load_state_dict(dict(sd), strict=False)

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from ..frontends import ATST_64_16K, LogMel
 from ..hear_api import FrameEncoder, LayerSelector
 from ..layers import LayerNorm, ResidualAttentionBlock
+from . import LoadedEncoder, read_weights
 
 SAMPLE_RATE = 16000  # Hz
 MEL_HOP = 160  # samples: 10 ms
@@ -389,3 +390,84 @@ class ATSTFrameEncoder(FrameEncoder):
             cls.append(h[:, 0])
             avg.append(h[:, 1:].mean(dim=1))
         return torch.cat(cls + avg, dim=-1)
+
+
+# -- loading ---------------------------------------------------------------------------------
+EXPORT_FORMAT = "hear_models.atst/1"
+
+
+def load_encoder(path: str = "", variant: str = "tiny", seed: int = 0,
+                 which: str = "teacher") -> LoadedEncoder:
+    """ATST's front-end and encoder from a weights file, or seeded random weights.
+
+    Accepted files (all read with ``torch.load(weights_only=True)``):
+
+    - our export (``hear-models train export``): ``{"format": "hear_models.atst/1",
+      "dims": {...}, "state_dict": {encoder.*}}`` (the EMA teacher's encoder);
+    - a state dict of ours (``encoder.*``, or a training model's ``teacher.encoder.*``);
+    - an official audiossl ATST checkpoint: the Lightning checkpoint of
+      ``ATSTLightningModule`` or a DINO-style ``{"teacher": ..., "args": ...}`` file; the
+      TEACHER encoder (``which``) is converted by :func:`checkpoint_filter_fn` and loaded
+      strictly. ``args`` (an ``argparse.Namespace``) is the one non-tensor object allowed.
+
+    ``meta``: ``chunk_seconds`` when the file says what length it was trained on.
+    """
+    from ..checkpoints import CheckpointError
+
+    if not path:
+        dims = ATSTDims.variant(variant)
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            encoder = ATSTEncoder(dims)
+            init_atst_weights(encoder)
+        return LoadedEncoder(encoder, ATSTFrontend(), f"atst-{variant} UNTRAINED (random weights, seed {seed})")
+
+    obj = read_weights(path)
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: not an ATST checkpoint (a {type(obj).__name__})")
+    meta: dict = {}
+    dims = None
+    if obj.get("format") == EXPORT_FORMAT:
+        dims = ATSTDims.from_dict(obj["dims"])
+        sd = {k[len("encoder."):]: v for k, v in obj["state_dict"].items() if k.startswith("encoder.")}
+        desc = obj.get("description", f"atst ({path})")
+        if obj.get("chunk_seconds"):
+            meta["chunk_seconds"] = float(obj["chunk_seconds"])
+    else:
+        flat = obj.get("state_dict", obj)
+        ours = None
+        for prefix in (f"model.{which}.encoder.", f"{which}.encoder.", "encoder.", ""):
+            cand = {k[len(prefix):]: v for k, v in flat.items()
+                    if isinstance(k, str) and k.startswith(prefix)} if isinstance(flat, dict) else {}
+            if cand and "patch_embed.proj.weight" in cand:
+                ours = cand
+                break
+        if ours is not None:
+            sd = ours
+            desc = f"atst ({path})"
+        else:
+            try:
+                raw, info = official_encoder_state(obj, which)
+            except ValueError as e:
+                raise CheckpointError(f"{path}: not an ATST checkpoint ({e})") from None
+            if not is_official_state_dict(raw):
+                raise CheckpointError(f"{path}: not an ATST checkpoint (no ATST encoder keys "
+                                      "such as patch_embed.patch_embed.weight / blocks.0.attn.qkv.weight)")
+            try:
+                sd = checkpoint_filter_fn(raw)
+            except ValueError as e:
+                raise CheckpointError(f"{path}: {e}") from None
+            if "train_len" in info:
+                meta["chunk_seconds"] = float(info["train_len"])
+            desc = f"atst official {info.get('arch', '')} {which} ({path})".replace("  ", " ")
+    try:
+        dims = dims or infer_dims(sd)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    encoder = ATSTEncoder(dims)
+    try:
+        encoder.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: does not fit an ATST encoder {dims.width} x "
+                              f"{dims.layers}: {e}") from None
+    return LoadedEncoder(encoder, ATSTFrontend(), desc, meta)

@@ -29,7 +29,7 @@ depthwise, a 2D-parameter norm, SiLU, pointwise D -> D); with conv biases it wou
 18.36M / 87.94M. An exhaustive search over the other choices (biases, norms, GLU, an
 output Linear D -> D or D -> 256) finds no other layout that gives 18.35M / 87.90M and
 18.4M / 88.1M: the papers' counts leave room for exactly ONE extra D x 256 Linear. We
-make it the target projection ``Linear 256 -> D`` (as the brief states) and compare it
+make it the target projection ``Linear 256 -> D`` (the papers' 256-d targets) and compare it
 with the context encoder's output, the last block's (LayerNorm'd) output; a separate
 ``Linear out`` D -> D would make cf_S 18.42M / cf_L 88.49M, contradicting the counts, so
 there is none. BatchNorm, GroupNorm(1) and LayerNorm all have 2D parameters; we use a
@@ -57,6 +57,7 @@ from ..frontends import CONFORMER_64_16K, LogMel
 from ..hear_api import FrameEncoder, LayerSelector
 from ..layers import LayerNorm, Linear
 from ..layers.conformer import ConformerBlock
+from . import LoadedEncoder, load_strict, read_weights
 
 SAMPLE_RATE = 16000  # Hz
 MEL_HOP = 320  # samples: 20 ms
@@ -416,3 +417,51 @@ def infer_dims(sd: Mapping[str, Tensor]) -> ConformerDims:
     return ConformerDims(width=D, heads=heads, layers=len(blocks), ffn=ffn, latent=latent,
                          n_mels=n_in // STACK, kernel_first=k_first, kernel=k_rest, conv_norm=conv_norm,
                          conv_bias="context.blocks.0.conv.pointwise_conv1.bias" in sd)
+
+
+# -- loading ---------------------------------------------------------------------------------
+EXPORT_FORMAT = "hear_models.conformer/1"
+
+
+def load_encoder(path: str = "", variant: str = "tiny", seed: int = 0) -> LoadedEncoder:
+    """The conformer encoder (its log-mel front-end inside) from a weights file, or seeded
+    random weights.
+
+    Accepted files (read with ``torch.load(weights_only=True)``):
+
+    - our export (``hear-models train export``): ``{"format": "hear_models.conformer/1",
+      "dims": {...}, "state_dict": {feature_encoder.*, context.*}, ...}``;
+    - a state dict of ours: a ``ConformerWav2Vec2`` / classifier (``encoder.*`` keys; the
+      others, e.g. ``target_proj``, are dropped) or a bare encoder.
+    """
+    from ..checkpoints import CheckpointError
+
+    if not path:
+        dims = ConformerDims.variant(variant)
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            encoder = ConformerEncoder(dims)
+        return LoadedEncoder(encoder, None, f"conformer-{variant} UNTRAINED (random weights, seed {seed})")
+
+    obj = read_weights(path)
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: not a Conformer SSL weights file (got {type(obj).__name__})")
+    if "format" in obj:
+        if obj["format"] != EXPORT_FORMAT:
+            raise CheckpointError(f"{path}: format {obj['format']!r} is not {EXPORT_FORMAT!r} "
+                                  "(a weights file of another model?)")
+        dims = ConformerDims.from_dict(obj["dims"])
+        sd = obj["state_dict"]
+        desc = obj.get("description", f"conformer ({path})")
+    else:
+        sd = obj.get("state_dict", obj)
+        if not isinstance(sd, dict):
+            raise CheckpointError(f"{path}: not a Conformer SSL checkpoint")
+        if any(k.startswith("encoder.") for k in sd):
+            sd = {k[len("encoder."):]: v for k, v in sd.items() if k.startswith("encoder.")}
+        sd = {k: v for k, v in sd.items() if k.startswith(("feature_encoder.", "context."))}
+        dims = infer_dims(sd)
+        desc = f"conformer ({path})"
+    encoder = ConformerEncoder(dims)
+    load_strict(encoder, sd, source=path)
+    return LoadedEncoder(encoder, None, desc)

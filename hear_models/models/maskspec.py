@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from ..frontends import PASST_128_32K, LogMel
 from ..hear_api import FrameEncoder, LayerSelector
 from ..layers import LayerNorm, ResidualAttentionBlock
+from . import LoadedEncoder, load_strict, read_weights
 
 SAMPLE_RATE = 32000  # Hz
 MEL_HOP = 320  # samples: 10 ms
@@ -574,20 +575,6 @@ def infer_dims(sd: Mapping[str, Tensor]) -> MaskSpecDims:
     return MaskSpecDims(**kw)
 
 
-def load_strict(model: nn.Module, sd: Mapping[str, Tensor], allowed_missing: Sequence[str] = ()) -> None:
-    """``load_state_dict`` that fails on any unexpected key and on any missing key other
-    than those named (prefixes ending in '.' match a whole submodule)."""
-    missing, unexpected = model.load_state_dict(dict(sd), strict=False)
-
-    def allowed(k):
-        return any(k == a or (a.endswith(".") and k.startswith(a)) for a in allowed_missing)
-
-    bad_missing = [k for k in missing if not allowed(k)]
-    if unexpected or bad_missing:
-        raise ValueError(f"state dict does not fit {type(model).__name__}: missing {bad_missing[:10]}"
-                         f"{'...' if len(bad_missing) > 10 else ''}, unexpected {list(unexpected)[:10]}")
-
-
 # -- HEAR frame encoder ----------------------------------------------------------------------
 class MaskSpecFrameEncoder(FrameEncoder):
     """MaskSpec tokens as frames every 40 ms (HEAR needs a hop <= 50 ms; a patch column is
@@ -687,3 +674,52 @@ class MaskSpecFrameEncoder(FrameEncoder):
         if self.final:
             out = self.encoder.norm(out)
         return self._frames(out, grid, B, K)
+
+
+# -- loading ---------------------------------------------------------------------------------
+EXPORT_FORMAT = "hear_models.maskspec/1"
+
+
+def load_encoder(path: str = "", variant: str = "tiny", seed: int = 0) -> LoadedEncoder:
+    """MaskSpec's front-end and encoder from a weights file, or seeded random weights.
+
+    Accepted files (all read with ``torch.load(weights_only=True)``):
+
+    - our export (``hear-models train export``): ``{"format": "hear_models.maskspec/1",
+      "dims": {...}, "state_dict": {frontend.*, encoder.*}}``;
+    - a state dict of ours (``MaskSpecMAE`` / ``MaskSpecClassifier``; other keys dropped);
+    - an official MaskSpec pretraining checkpoint (``{"model": state_dict, ...}`` with
+      ``models_mae`` key names), converted by :func:`checkpoint_filter_fn`. Its ``args``
+      (an ``argparse.Namespace``) is the one non-tensor object allowed.
+
+    ``variant`` and ``seed`` apply to ``path=""`` only (a file carries its own sizes).
+    """
+    from ..checkpoints import CheckpointError
+
+    if not path:
+        dims = MaskSpecDims.variant(variant)
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            frontend, encoder = MaskSpecFrontend(dims.n_mels), MaskSpecEncoder(dims)
+            init_vit_weights(encoder)
+        return LoadedEncoder(encoder, frontend, f"maskspec-{variant} UNTRAINED (random weights, seed {seed})")
+
+    obj = read_weights(path)
+    if isinstance(obj, dict) and obj.get("format") == EXPORT_FORMAT:
+        dims = MaskSpecDims.from_dict(obj["dims"])
+        sd = obj["state_dict"]
+        desc = obj.get("description", f"maskspec ({path})")
+    else:
+        sd = obj.get("state_dict", obj.get("model", obj)) if isinstance(obj, dict) else None
+        if not isinstance(sd, dict):
+            raise CheckpointError(f"{path}: not a MaskSpec checkpoint")
+        if is_official_state_dict(sd):
+            sd = checkpoint_filter_fn(sd)
+        dims = infer_dims(sd)
+        desc = f"maskspec ({path})"
+    sd = {k: v for k, v in sd.items() if k.startswith(("encoder.", "frontend."))}
+    frontend, encoder = MaskSpecFrontend(dims.n_mels), MaskSpecEncoder(dims)
+    holder = nn.Module()
+    holder.frontend, holder.encoder = frontend, encoder
+    load_strict(holder, sd, source=path)
+    return LoadedEncoder(encoder, frontend, desc)
