@@ -11,14 +11,41 @@ the training objectives both load through it. What the families share is here: t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, Dict, Mapping, Optional, Sequence
 
 from torch import Tensor, nn
 
 from ..checkpoints import CheckpointError, torch_load_trusted_weights
 
-__all__ = ["LoadedEncoder", "read_weights", "load_strict"]
+__all__ = ["Dims", "LoadedEncoder", "read_weights", "load_strict"]
+
+
+class Dims:
+    """What a family's sizes dataclass (``MaskSpecDims`` ...) shares: named variants, and a
+    plain dict for checkpoints (``to_dict`` / ``from_dict``, unknown keys refused).
+
+    A subclass is a ``@dataclass`` that sets ``FAMILY`` (named in errors) and ``VARIANTS``
+    (name -> field overrides)."""
+
+    FAMILY: ClassVar[str] = ""
+    VARIANTS: ClassVar[Dict[str, Dict[str, Any]]] = {}
+
+    @classmethod
+    def variant(cls, name: str, **overrides):
+        if name not in cls.VARIANTS:
+            raise KeyError(f"unknown {cls.FAMILY} variant {name!r}; known: {', '.join(cls.VARIANTS)}")
+        return cls(**{**cls.VARIANTS[name], **overrides})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping):
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown {cls.FAMILY} dims {sorted(unknown)}")
+        return cls(**dict(d))
 
 
 @dataclass

@@ -24,9 +24,8 @@ Official checkpoints (github Audio-WestlakeU/audiossl) are converted by
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
-from typing import Dict, Iterator, Mapping, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass
+from typing import ClassVar, Dict, Iterator, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -34,8 +33,8 @@ from torch import Tensor, nn
 
 from ..frontends import ATST_64_16K, LogMel
 from ..hear_api import FrameEncoder, LayerSelector
-from ..layers import LayerNorm, ResidualAttentionBlock
-from . import LoadedEncoder, read_weights
+from ..layers import LayerNorm, ResidualAttentionBlock, last, masked_mean, split_qkv  # noqa: F401
+from . import Dims, LoadedEncoder, read_weights
 
 SAMPLE_RATE = 16000  # Hz
 MEL_HOP = 160  # samples: 10 ms
@@ -55,8 +54,11 @@ _HEADS = {768: 12, 384: 6, 192: 3, 1024: 16}
 
 
 @dataclass
-class ATSTDims:
+class ATSTDims(Dims):
     """Sizes of an ATST encoder (stored with every checkpoint we write)."""
+
+    FAMILY: ClassVar[str] = "ATST"
+    VARIANTS: ClassVar[Dict[str, Dict[str, int]]] = VARIANTS
 
     width: int = 384
     layers: int = 12
@@ -66,22 +68,6 @@ class ATSTDims:
     token_frames: int = TOKEN_FRAMES
     max_tokens: int = MAX_TOKENS
     drop_path: float = 0.0  # stochastic depth of the last block (linear from 0)
-
-    @classmethod
-    def variant(cls, name: str, **overrides) -> "ATSTDims":
-        if name not in VARIANTS:
-            raise KeyError(f"unknown ATST variant {name!r}; known: {', '.join(VARIANTS)}")
-        return cls(**{**VARIANTS[name], **overrides})
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping) -> "ATSTDims":
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown ATST dims {sorted(unknown)}")
-        return cls(**dict(d))
 
 
 # -- front end -------------------------------------------------------------------------------
@@ -180,9 +166,7 @@ class ATSTEncoder(nn.Module):
         token_padding : (B, K) bool, True = token made of padding (ignored as a key)."""
         x = self.tokens(mel)
         kpm = None if token_padding is None else F.pad(token_padding, (1, 0), value=False)
-        for x in self.run_blocks(x, kpm):
-            pass
-        return self.norm(x)
+        return self.norm(last(self.run_blocks(x, kpm)))
 
 
 def init_atst_weights(module: nn.Module) -> None:
@@ -203,14 +187,6 @@ def init_atst_weights(module: nn.Module) -> None:
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
-
-
-def masked_mean(tokens: Tensor, padding: Optional[Tensor]) -> Tensor:
-    """(B, K, D) mean over the unpadded tokens (padding (B, K) bool, True = padded)."""
-    if padding is None:
-        return tokens.mean(dim=1)
-    keep = (~padding).to(tokens.dtype)[..., None]
-    return (tokens * keep).sum(1) / keep.sum(1).clamp_min(1.0)
 
 
 # -- official checkpoints ---------------------------------------------------------------------
@@ -293,9 +269,7 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Tensor]) -> Dict[str, Tensor]:
             i, rest = k[len("blocks."):].split(".", 1)
             base = f"blocks.{i}."
             if rest == "attn.qkv.weight":
-                q, kk, vv = v.chunk(3, dim=0)
-                out[base + "attn.query.weight"], out[base + "attn.key.weight"] = q, kk
-                out[base + "attn.value.weight"] = vv
+                out.update(split_qkv(base + "attn.", "weight", v))
                 continue
             if rest == "attn.qkv.bias":
                 raise ValueError(f"{k}: this checkpoint has qkv biases; ATST's blocks have none")

@@ -46,8 +46,8 @@ equal rows per latent).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass
+from typing import ClassVar, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -55,9 +55,9 @@ from torch import Tensor, nn
 
 from ..frontends import CONFORMER_64_16K, LogMel
 from ..hear_api import FrameEncoder, LayerSelector
-from ..layers import LayerNorm, Linear
+from ..layers import LayerNorm, Linear, last, masked_mean
 from ..layers.conformer import ConformerBlock
-from . import LoadedEncoder, load_strict, read_weights
+from . import Dims, LoadedEncoder, load_strict, read_weights
 
 SAMPLE_RATE = 16000  # Hz
 MEL_HOP = 320  # samples: 20 ms
@@ -76,8 +76,11 @@ VARIANTS: Dict[str, Dict[str, int]] = {
 
 
 @dataclass
-class ConformerDims:
+class ConformerDims(Dims):
     """Sizes of a Conformer SSL model (stored with every checkpoint we write)."""
+
+    FAMILY: ClassVar[str] = "Conformer"
+    VARIANTS: ClassVar[Dict[str, Dict[str, int]]] = VARIANTS
 
     width: int = 256  # D
     heads: int = 8
@@ -93,24 +96,8 @@ class ConformerDims:
     conv_bias: bool = False
     drop_path: float = 0.0
 
-    @classmethod
-    def variant(cls, name: str, **overrides) -> "ConformerDims":
-        if name not in VARIANTS:
-            raise KeyError(f"unknown Conformer variant {name!r}; known: {', '.join(VARIANTS)}")
-        return cls(**{**VARIANTS[name], **overrides})
-
     def kernels(self) -> List[int]:
         return [self.kernel_first] + [self.kernel] * (self.layers - 1)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping) -> "ConformerDims":
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown Conformer dims {sorted(unknown)}")
-        return cls(**dict(d))
 
 
 # -- encoder ---------------------------------------------------------------------------------
@@ -298,8 +285,7 @@ class ConformerWav2Vec2(nn.Module):
         padding = padding_from_lengths(lengths, L)
         kpm = padding if bool(padding.any()) else None
         mask = self.compute_mask(lengths.cpu(), L, generator).to(z.device)
-        for c in self.encoder.hidden_states(z, kpm, mask=mask, mask_emb=self.mask_emb):
-            pass
+        c = last(self.encoder.hidden_states(z, kpm, mask=mask, mask_emb=self.mask_emb))
         y = self.target_proj(z)  # (B, L, D)
         b_idx, t_idx, neg_t = self.sample_distractors(mask, generator)
         loss, acc = self.forward_loss(c, y, b_idx, t_idx, neg_t)
@@ -336,12 +322,10 @@ class ConformerClassifier(nn.Module):
         if lengths is None:
             lengths = torch.full((B,), L, dtype=torch.long, device=z.device)
         padding = padding_from_lengths(lengths, L)
-        for h in self.encoder.hidden_states(z, padding if bool(padding.any()) else None):
-            pass
-        keep = (~padding).to(h.dtype)[..., None]  # (B, L, 1)
+        h = last(self.encoder.hidden_states(z, padding if bool(padding.any()) else None))
         if not self.multilabel:
-            pooled = (h * keep).sum(1) / keep.sum(1).clamp_min(1.0)
-            return self.head(pooled)
+            return self.head(masked_mean(h, padding))
+        keep = (~padding).to(h.dtype)[..., None]  # (B, L, 1)
         p = torch.sigmoid(self.head(h).float()) * keep.float()  # (B, L, C)
         return (p * p).sum(1) / p.sum(1).clamp_min(1e-7)
 

@@ -19,8 +19,8 @@ Decoder: 512 wide, 8 blocks, 16 heads, Linear 512 -> 256 per patch (25.7M with b
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass
+from typing import ClassVar, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -28,8 +28,8 @@ from torch import Tensor, nn
 
 from ..frontends import PASST_128_32K, LogMel
 from ..hear_api import FrameEncoder, LayerSelector
-from ..layers import LayerNorm, ResidualAttentionBlock
-from . import LoadedEncoder, load_strict, read_weights
+from ..layers import LayerNorm, ResidualAttentionBlock, last, masked_mean, split_qkv
+from . import Dims, LoadedEncoder, load_strict, read_weights
 
 SAMPLE_RATE = 32000  # Hz
 MEL_HOP = 320  # samples: 10 ms
@@ -46,8 +46,11 @@ VARIANTS: Dict[str, Dict[str, int]] = {
 
 
 @dataclass
-class MaskSpecDims:
+class MaskSpecDims(Dims):
     """Sizes of a MaskSpec model (stored with every checkpoint we write)."""
+
+    FAMILY: ClassVar[str] = "MaskSpec"
+    VARIANTS: ClassVar[Dict[str, Dict[str, int]]] = VARIANTS
 
     width: int = 768
     layers: int = 12
@@ -59,23 +62,6 @@ class MaskSpecDims:
     decoder_layers: int = 8
     decoder_heads: int = 16
     drop_path: float = 0.0  # stochastic depth of the last encoder block (linear from 0)
-
-    @classmethod
-    def variant(cls, name: str, **overrides) -> "MaskSpecDims":
-        if name not in VARIANTS:
-            raise KeyError(f"unknown MaskSpec variant {name!r}; known: {', '.join(VARIANTS)}")
-        return cls(**{**VARIANTS[name], **overrides})
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping) -> "MaskSpecDims":
-        known = set(cls.__dataclass_fields__)
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown MaskSpec dims {sorted(unknown)}")
-        return cls(**dict(d))
 
 
 # -- position embeddings -------------------------------------------------------------------
@@ -217,9 +203,7 @@ class MaskSpecEncoder(nn.Module):
         x = self.with_cls(x)
         if key_padding_mask is not None:
             key_padding_mask = F.pad(key_padding_mask, (1, 0), value=False)
-        for x in self.run_blocks(x, key_padding_mask):
-            pass
-        return self.norm(x)
+        return self.norm(last(self.run_blocks(x, key_padding_mask)))
 
 
 def init_vit_weights(module: nn.Module) -> None:
@@ -342,9 +326,7 @@ class MaskSpecMAE(nn.Module):
         if padding is not None:
             kpm = F.pad(torch.gather(padding, 1, ids_keep), (1, 0), value=False)  # (N, 1 + L_keep)
         x = self.encoder.with_cls(x)  # (N, 1 + L_keep, D)
-        for x in self.encoder.run_blocks(x, kpm):
-            pass
-        return self.encoder.norm(x), mask, ids_restore, grid, kpm
+        return self.encoder.norm(last(self.encoder.run_blocks(x, kpm))), mask, ids_restore, grid, kpm
 
     def forward_decoder(self, latent: Tensor, ids_restore: Tensor, grid: Tuple[int, int],
                         padding: Optional[Tensor] = None) -> Tensor:
@@ -424,15 +406,8 @@ class MaskSpecClassifier(nn.Module):
         x, _ = self.encoder.tokens(mel)
         x = self.encoder.with_cls(x)
         kpm = None if padding is None else F.pad(padding, (1, 0), value=False)
-        for x in self.encoder.run_blocks(x, kpm):
-            pass
-        tokens = x[:, 1:]
-        if padding is None:
-            pooled = tokens.mean(dim=1)
-        else:
-            keep = (~padding).to(tokens.dtype)[..., None]
-            pooled = (tokens * keep).sum(1) / keep.sum(1).clamp_min(1.0)
-        return self.head(self.fc_norm(pooled))
+        tokens = last(self.encoder.run_blocks(x, kpm))[:, 1:]
+        return self.head(self.fc_norm(masked_mean(tokens, padding)))
 
 
 def layer_id(name: str, n_layers: int) -> int:
@@ -513,7 +488,6 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Tensor],
                          "embeddings were trained, our encoder's are fixed sin-cos; convert a "
                          "pretrained (models_mae) checkpoint instead")
     out: Dict[str, Tensor] = {}
-    D = sd["cls_token"].shape[-1]
     for key in ("pos_embed", "decoder_pos_embed"):
         if key in sd:
             table = sd.pop(key)[0]  # (1 + L, width)
@@ -534,11 +508,7 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Tensor],
             i, rest = k[len(prefix[0]):].split(".", 1)
             base = f"{prefix[1]}{i}."
             if rest.startswith("attn.qkv."):
-                kind = rest.rsplit(".", 1)[1]
-                q, kk, vv = v.chunk(3, dim=0)
-                out[base + f"attn.query.{kind}"] = q
-                out[base + f"attn.key.{kind}"] = kk
-                out[base + f"attn.value.{kind}"] = vv
+                out.update(split_qkv(base + "attn.", rest.rsplit(".", 1)[1], v))
                 continue
             for a, b in _BLOCK_MAP.items():
                 if rest.startswith(a + "."):
