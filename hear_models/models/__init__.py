@@ -30,6 +30,14 @@ class Dims:
 
     FAMILY: ClassVar[str] = ""
     VARIANTS: ClassVar[Dict[str, Dict[str, Any]]] = {}
+    EXTRA_HEADS: ClassVar[Dict[int, int]] = {}  # width -> heads of published sizes not in VARIANTS
+
+    @classmethod
+    def heads_for(cls, width: int) -> int:
+        """Attention heads of a checkpoint of this width (state dicts do not store them):
+        the family's sizes, else one head per 64 channels."""
+        table = {v["width"]: v["heads"] for v in cls.VARIANTS.values()}
+        return {**table, **cls.EXTRA_HEADS}.get(int(width), max(1, int(width) // 64))
 
     @classmethod
     def variant(cls, name: str, **overrides):

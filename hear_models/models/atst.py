@@ -50,7 +50,6 @@ VARIANTS: Dict[str, Dict[str, int]] = {
     "small": dict(width=384, heads=6),
     "tiny": dict(width=192, heads=3, layers=6),  # ours, for offline tests and small runs
 }
-_HEADS = {768: 12, 384: 6, 192: 3, 1024: 16}
 
 
 @dataclass
@@ -59,6 +58,7 @@ class ATSTDims(Dims):
 
     FAMILY: ClassVar[str] = "ATST"
     VARIANTS: ClassVar[Dict[str, Dict[str, int]]] = VARIANTS
+    EXTRA_HEADS: ClassVar[Dict[int, int]] = {1024: 16}  # a ViT-L-sized ATST
 
     width: int = 384
     layers: int = 12
@@ -296,7 +296,7 @@ def infer_dims(sd: Mapping[str, Tensor], heads: Optional[int] = None) -> ATSTDim
     D = sd["cls_token"].shape[-1]
     layers = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
     n_in = sd["patch_embed.proj.weight"].shape[1]
-    return ATSTDims(width=D, layers=layers, heads=heads or _HEADS.get(D, max(1, D // 64)),
+    return ATSTDims(width=D, layers=layers, heads=heads or ATSTDims.heads_for(D),
                     mlp_ratio=sd["blocks.0.mlp.0.weight"].shape[0] / D,
                     n_mels=n_in // TOKEN_FRAMES, max_tokens=sd["pos_embed"].shape[1] - 1)
 

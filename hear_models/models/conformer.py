@@ -396,7 +396,7 @@ def infer_dims(sd: Mapping[str, Tensor]) -> ConformerDims:
         k_rest = sd[f"context.blocks.{blocks[-1]}.conv.depthwise_conv.weight"].shape[-1]
     except (KeyError, IndexError) as e:
         raise ValueError(f"not a Conformer SSL encoder state dict (missing {e})") from None
-    heads = {256: 8, 768: 12, 64: 4}.get(D, max(1, D // 64))
+    heads = ConformerDims.heads_for(D)
     conv_norm = "batch" if any(k.endswith("conv.norm.running_mean") for k in sd) else "layer"
     return ConformerDims(width=D, heads=heads, layers=len(blocks), ffn=ffn, latent=latent,
                          n_mels=n_in // STACK, kernel_first=k_first, kernel=k_rest, conv_norm=conv_norm,

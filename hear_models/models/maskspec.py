@@ -51,6 +51,7 @@ class MaskSpecDims(Dims):
 
     FAMILY: ClassVar[str] = "MaskSpec"
     VARIANTS: ClassVar[Dict[str, Dict[str, int]]] = VARIANTS
+    EXTRA_HEADS: ClassVar[Dict[int, int]] = {1024: 16, 1280: 16}  # ViT-L, ViT-H
 
     width: int = 768
     layers: int = 12
@@ -536,7 +537,7 @@ def infer_dims(sd: Mapping[str, Tensor]) -> MaskSpecDims:
     """Sizes from one of OUR state dicts (encoder keys, optionally decoder keys)."""
     D = sd["encoder.cls_token"].shape[-1]
     layers = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("encoder.blocks."))
-    heads = {768: 12, 384: 6, 192: 3, 1024: 16, 1280: 16}.get(D, max(1, D // 64))
+    heads = MaskSpecDims.heads_for(D)
     kw = dict(width=D, layers=layers, heads=heads,
               mlp_ratio=sd["encoder.blocks.0.mlp.0.weight"].shape[0] / D)
     if "decoder_embed.weight" in sd:
