@@ -8,7 +8,8 @@
 ``VARIANT[:ITEM,ITEM,...]`` with items ``official`` (default: the official HuggingFace
 names, downloaded into the HF cache on first use), ``standin`` (tiny RANDOM speech
 models of the same structure, seeded and cached at first use: for tests, NOT
-pretrained), ``hubert=NAME_OR_FOLDER``, ``wav2vec2=NAME_OR_FOLDER``,
+pretrained), ``hubert=NAME_OR_FOLDER`` (HuBERT xLarge, or Large in
+``avg_hubert_wav2vec2`` / ``cat_hubert_wav2vec2``), ``wav2vec2=NAME_OR_FOLDER``,
 ``crepe=full|tiny|PATH``. ``""`` is ``fusion_cat_xwc``. Variants:
 ``hear_models.models.gura.VARIANTS``; what each embedding is made of: docs/models.md.
 
@@ -221,7 +222,9 @@ def load_model(
     for key, value in (("hubert", hubert), ("wav2vec2", wav2vec2), ("crepe", crepe)):
         if value is not None:
             sources[key] = value
-    speech = {k: load_speech_model(k, sources.get(k, "official"), layers=spec.layers, normalize=spec.normalize)
+    # the "hubert" member is HuBERT xLarge, or HuBERT Large where the variant says so
+    speech = {k: load_speech_model(spec.hubert if k == "hubert" else k, sources.get(k, "official"),
+                                   layers=spec.layers, normalize=spec.normalize)
               for k in spec.members if k != "crepe"}
     crepe_model = load_crepe(sources.get("crepe", "full")) if "crepe" in spec.members else None
     encoder = GuraEncoder(spec, speech, crepe_model, window_seconds=window_seconds,

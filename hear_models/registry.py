@@ -105,16 +105,26 @@ _GURA = [
     ("fusion_cat_xwc_standin", "fusion_cat_xwc:standin,crepe=tiny", "TEST STAND-IN, NOT PRETRAINED: fusion_cat_xwc pipeline with tiny RANDOM HuBERT/wav2vec2 + real CREPE tiny, 192-d every 20 ms"),
     ("fusion_cat_xwc_time_standin", "fusion_cat_xwc_time:standin,crepe=tiny", "TEST STAND-IN, NOT PRETRAINED: fusion_cat_xwc_time pipeline with tiny RANDOM speech models + real CREPE tiny, 192-d / scene 960-d"),
     ("fusion_cat_xwc_clean_standin", "fusion_cat_xwc_clean:standin,crepe=tiny", "TEST STAND-IN, NOT PRETRAINED: clean fusion pipeline with tiny RANDOM speech models + real CREPE tiny, 400-d every 20 ms"),
+    ("avg_xwc_standin", "avg_xwc:standin,crepe=tiny", "TEST STAND-IN, NOT PRETRAINED: avg_xwc pipeline (resized members averaged) with tiny RANDOM speech models + real CREPE tiny, 64-d every 20 ms"),
+    ("avg_hubert_crepe_standin", "avg_hubert_crepe:standin,crepe=tiny", "TEST STAND-IN, NOT PRETRAINED: avg_hubert_crepe pipeline (both resized to 1024, averaged) with a tiny RANDOM HuBERT + real CREPE tiny, 1024-d every 20 ms"),
+    ("avg_hubert_wav2vec2_standin", "avg_hubert_wav2vec2:standin", "TEST STAND-IN, NOT PRETRAINED: avg_hubert_wav2vec2 pipeline with tiny RANDOM HuBERT (Large's place) + wav2vec 2.0, 64-d every 20 ms"),
+    ("cat_hubert_wav2vec2_standin", "cat_hubert_wav2vec2:standin", "TEST STAND-IN, NOT PRETRAINED: cat_hubert_wav2vec2 pipeline with tiny RANDOM HuBERT (Large's place) + wav2vec 2.0, 128-d every 20 ms"),
 ]
 # crepe (full) and crepe_tiny run the same code path with another capacity, and the _time
 # stand-in differs from fusion_cat_xwc_standin only in its scene pooling; a 10-minute clip of
 # CREPE full costs ~15 minutes of 2 CPU cores, so those two leave that one test to their twin.
-_LONG_CLIP_TWIN = {"crepe": "crepe_tiny", "fusion_cat_xwc_time_standin": "fusion_cat_xwc_standin"}
+# The avg_* stand-ins differ from their twins only in how members are combined frame by
+# frame, which the windows do not see.
+_LONG_CLIP_TWIN = {"crepe": "crepe_tiny", "fusion_cat_xwc_time_standin": "fusion_cat_xwc_standin",
+                   "avg_xwc_standin": "fusion_cat_xwc_standin", "avg_hubert_crepe_standin": "fusion_cat_xwc_standin",
+                   "avg_hubert_wav2vec2_standin": "cat_hubert_wav2vec2_standin"}
 for _name, _weights, _description in _GURA:
     register(ModelSpec(_name, "hear_models.gura", _weights, description=_description,
                        long_clip_covered_by=_LONG_CLIP_TWIN.get(_name, "")))
-# The official GURA variants: pretrained HuBERT xLarge / wav2vec 2.0 Large from the
-# HuggingFace hub (downloaded on first use) + real CREPE full. Same code as the stand-ins.
+# The official GURA variants (the twelve official module names, plus fusion_wav2vec2_large,
+# our first name of fusion_wav2vec2, and our clean fusion): pretrained HuBERT xLarge or Large /
+# wav2vec 2.0 Large from the HuggingFace hub (downloaded on first use) + real CREPE full.
+# Same code as the stand-ins.
 _GURA_OFFICIAL = [
     ("fusion_cat_xwc", "the HEAR 2021 submission (GURA Fuse Cat H+w+C), reproduced as the official code "
                        "computes it (incl. its resize along the feature axis): 3072-d every 20 ms"),
@@ -122,8 +132,20 @@ _GURA_OFFICIAL = [
     ("fusion_cat_xwc_clean", "clean fusion: time resampled only, full widths concatenated: 4352-d every 20 ms"),
     ("cat_xwc", "last hidden states of HuBERT + wav2vec 2.0 + CREPE, official combination: 3072-d"),
     ("cat_wc", "last hidden state of wav2vec 2.0 + CREPE, official combination: 2048-d"),
+    ("avg_xwc", "GURA Avg H+w+C: last states of HuBERT xLarge + wav2vec 2.0 + CREPE, resized to 1024 "
+                "features and averaged: 1024-d every 20 ms"),
+    ("avg_hubert_crepe", "GURA Avg Hubert+Crepe: HuBERT xLarge last state + CREPE, resized to 1024 features "
+                         "and averaged: 1024-d every 20 ms"),
+    ("avg_hubert_wav2vec2", "GURA Avg Hubert+wav2vec2: mean of the last states of HuBERT Large and "
+                            "wav2vec 2.0 Large: 1024-d every 20 ms"),
+    ("cat_hubert_wav2vec2", "GURA Cat Hubert+wav2vec2: last states of HuBERT Large and wav2vec 2.0 Large "
+                            "concatenated: 2048-d every 20 ms"),
     ("fusion_hubert_xlarge", "HuBERT xLarge, mean of its 49 hidden states: 1280-d every 20 ms"),
+    ("fusion_wav2vec2", "GURA Fuse wav2vec2 (official name of fusion_wav2vec2_large): wav2vec 2.0 Large, "
+                        "mean of its 25 hidden states: 1024-d every 20 ms"),
     ("fusion_wav2vec2_large", "wav2vec 2.0 Large (960h lv60 self), mean of its 25 hidden states: 1024-d every 20 ms"),
+    ("hubert_xlarge", "GURA Hubert: HuBERT xLarge last hidden state: 1280-d every 20 ms"),
+    ("wav2vec2_large", "wav2vec 2.0 Large (960h lv60 self) last hidden state: 1024-d every 20 ms"),
 ]
 for _name, _description in _GURA_OFFICIAL:
     register(ModelSpec(_name, "hear_models.gura", _name, downloads=True,

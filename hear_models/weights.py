@@ -129,11 +129,12 @@ def _whisper_file(name: str, source: str) -> Path:
 def _gura_file(name: str, weights: str) -> Path:
     """The GURA variant of ``name`` as a JSON file naming it and its members."""
     from .gura import parse_model_file_path
+    from .models.gura import VARIANTS
 
     variant, sources = parse_model_file_path(weights)
     members = {}
     crepe = sources.get("crepe", "full")
-    if crepe in ("full", "tiny"):
+    if "crepe" in VARIANTS[variant].members and crepe in ("full", "tiny"):
         from .layers.crepe import crepe_weights_path
 
         p = crepe_weights_path(crepe)

