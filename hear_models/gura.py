@@ -85,7 +85,8 @@ class GuraHearModel(HearModel):
             computed += n_comp
 
     def iter_frames(self, audio: Tensor, summary: bool = False):
-        """The adapter's iterator protocol: ``(sounds, first_frame, frames, None)``."""
+        """The adapter's iterator protocol: ``(sounds, first_frame, frames, None)`` (the
+        adapter's ``timestamp_embeddings`` reads the rows through it)."""
         for sounds, first, _, frames, _ in self.windows_frames(audio):
             yield sounds, first, frames, None
 
@@ -98,17 +99,6 @@ class GuraHearModel(HearModel):
 
     def n_scene_frames(self, n_samples: int) -> int:
         return self.encoder.total_rows(n_samples, scene=True)[1]
-
-    @torch.inference_mode()
-    def timestamp_embeddings(self, audio) -> Tuple[Tensor, Tensor]:
-        audio = self.check_audio(audio)
-        n_sounds, n_samples = audio.shape
-        n = self.n_frames(n_samples)
-        out = torch.empty(n_sounds, n, self.timestamp_embedding_size, device=audio.device)
-        for sounds, first, _, frames, _ in self.windows_frames(audio):
-            out[sounds, first:first + frames.shape[1]] = frames.float()
-        ts = self.timestamps_ms(n_samples).to(audio.device).expand(n_sounds, n).contiguous()
-        return out, ts
 
     @torch.inference_mode()
     def scene_embeddings(self, audio) -> Tensor:

@@ -20,9 +20,6 @@ class ModelSpec:
     weights: str = ""  # default model_file_path for load_model
     options: Dict[str, Any] = field(default_factory=dict)
     description: str = ""
-    # The contract's 10-minute clip, run for every model whose code path no other registered
-    # model already covers. "" = run it; otherwise the reason it is left to another model.
-    long_clip_covered_by: str = ""
     # True: load_model downloads weights from a hub on first use (HuBERT xLarge, ...); such
     # models cannot run on offline machines, so the offline contract tests cover their code
     # path through a registered offline twin (stand-in) and ``list_models(offline=True)``
@@ -110,17 +107,8 @@ _GURA = [
     ("avg_hubert_wav2vec2_standin", "avg_hubert_wav2vec2:standin", "TEST STAND-IN, NOT PRETRAINED: avg_hubert_wav2vec2 pipeline with tiny RANDOM HuBERT (Large's place) + wav2vec 2.0, 64-d every 20 ms"),
     ("cat_hubert_wav2vec2_standin", "cat_hubert_wav2vec2:standin", "TEST STAND-IN, NOT PRETRAINED: cat_hubert_wav2vec2 pipeline with tiny RANDOM HuBERT (Large's place) + wav2vec 2.0, 128-d every 20 ms"),
 ]
-# crepe (full) and crepe_tiny run the same code path with another capacity, and the _time
-# stand-in differs from fusion_cat_xwc_standin only in its scene pooling; a 10-minute clip of
-# CREPE full costs ~15 minutes of 2 CPU cores, so those two leave that one test to their twin.
-# The avg_* stand-ins differ from their twins only in how members are combined frame by
-# frame, which the windows do not see.
-_LONG_CLIP_TWIN = {"crepe": "crepe_tiny", "fusion_cat_xwc_time_standin": "fusion_cat_xwc_standin",
-                   "avg_xwc_standin": "fusion_cat_xwc_standin", "avg_hubert_crepe_standin": "fusion_cat_xwc_standin",
-                   "avg_hubert_wav2vec2_standin": "cat_hubert_wav2vec2_standin"}
 for _name, _weights, _description in _GURA:
-    register(ModelSpec(_name, "hear_models.gura", _weights, description=_description,
-                       long_clip_covered_by=_LONG_CLIP_TWIN.get(_name, "")))
+    register(ModelSpec(_name, "hear_models.gura", _weights, description=_description))
 # The official GURA variants (the twelve official module names, plus fusion_wav2vec2_large,
 # our first name of fusion_wav2vec2, and our clean fusion): pretrained HuBERT xLarge or Large /
 # wav2vec 2.0 Large from the HuggingFace hub (downloaded on first use) + real CREPE full.

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from hear_models import create_model, list_models
 
-# same code path as a twin that runs here (registry: long_clip_covered_by)
+# same code path as a twin that runs here (test_contract.LONG_CLIP_TWIN says why)
 TWINS = {"crepe": "crepe_tiny", "fusion_cat_xwc_time_standin": "fusion_cat_xwc_standin"}
 # Mean frame cosine: 0.9999, except GURA variants made of speech members only. bf16 rounding
 # in HuBERT's / wav2vec 2.0's conv feature extractor leaves every hidden state at a mean of
