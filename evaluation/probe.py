@@ -288,9 +288,21 @@ def extract_features(task: TaskFolder, folder: Path, key: Dict[str, Any],
 # -- labels and folds --------------------------------------------------------------------
 def fold_plan(metadata: Dict[str, Any]) -> List[Dict[str, List[str]]]:
     """heareval's runs: train/valid/test, or k-fold (test i, valid i + 1, train the rest)."""
-    from heareval.predictions.task_predictions import get_splits_from_metadata
+    return heareval_predictions().get_splits_from_metadata(metadata)
 
-    return get_splits_from_metadata(metadata)
+
+def heareval_predictions():
+    """heareval's ``task_predictions`` module. Importing it imports pytorch-lightning, whose
+    own import warns that ``pkg_resources`` is deprecated (advice to lightning's authors,
+    nothing a user of the probe can act on): silenced for that import only."""
+    import importlib
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+        warnings.filterwarnings("ignore", message=".*(declare_namespace|ModuleAvailableCache)",
+                                category=DeprecationWarning)
+        return importlib.import_module("heareval.predictions.task_predictions")
 
 
 @dataclass
@@ -377,6 +389,7 @@ class TaskScorer:
     """The task's metrics, computed by heareval's own score functions."""
 
     def __init__(self, task: TaskFolder):
+        heareval_predictions()  # first, quietly: heareval.score may import it too
         from heareval.score import available_scores
 
         self.task = task
@@ -385,7 +398,7 @@ class TaskScorer:
         self.fns = {m: available_scores[m](label_to_idx=self.label_to_idx) for m in self.metrics}
         self.event = task.embedding_type == "event"
         if self.event:
-            from heareval.predictions.task_predictions import EVENT_POSTPROCESSING_GRID
+            EVENT_POSTPROCESSING_GRID = heareval_predictions().EVENT_POSTPROCESSING_GRID
             from sklearn.model_selection import ParameterGrid
 
             grid = task.metadata.get("evaluation_params", {}).get("event_postprocessing_grid",
@@ -411,7 +424,7 @@ class TaskScorer:
         if not self.event:
             return {m: self._safe(lambda: self.fns[m](probs, data.targets)) for m in metrics}, None
         import torch
-        from heareval.predictions.task_predictions import get_events_for_all_files
+        get_events_for_all_files = heareval_predictions().get_events_for_all_files
 
         idx_to_label = {i: lab for lab, i in self.label_to_idx.items()}
         grid = [postprocessing] if postprocessing is not None else self.postprocessing

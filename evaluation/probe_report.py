@@ -235,7 +235,7 @@ def plot_scores(rows: List[Dict[str, Any]], stem: Path, y_range: str = "metric")
             c = color.get(key, model_color[r["model"]]) if r["kind"] == "mean" else model_color[r["model"]]
             i = next((j for j, (m, mem, _) in enumerate(cs) if (m, mem) == key),
                      models.index(r["model"]))
-            x = x_extra[r["kind"]] + (i - (ncurves - 1) / 2) * min(0.5 / ncurves, 0.18) * unit
+            x = x_extra[r["kind"]] + (i - (ncurves - 1) / 2) * min(0.8 / ncurves, 0.3) * unit
             sd = _num(r.get("std"))
             ax.errorbar([x], [_num(r["score"])], yerr=[sd] if _finite(sd) else None, color=c,
                         marker="D" if r["kind"] == "mean" else "*", ms=4.2 if r["kind"] == "mean" else 7.5,
@@ -280,8 +280,9 @@ def plot_scores(rows: List[Dict[str, Any]], stem: Path, y_range: str = "metric")
             col[-1].set_xlabel(axes[-1, 0].get_xlabel(), fontsize=FONT_PT["label"])
     handles = []
     for model, member, n in cs:
-        label = (model if len(models) > 1 else "") + (" " if len(models) > 1 and member else "") + member
-        label = (label or model) + (f" ({n} blocks)" if relative else "")
+        fusion = sum(m == model for m, _, _ in cs) > 1  # members named only where a model has several
+        label = " ".join(x for x in (model if len(models) > 1 or not fusion else "", member if fusion else "") if x)
+        label += f" ({n} blocks)" if relative else ""
         handles.append(Line2D([], [], color=color[(model, member)], marker="o", ms=3.2, lw=1.3, label=label))
     handles += [Patch(color="0.5", alpha=0.3, lw=0, label="± std over test folds"),
                 Line2D([], [], color="0.3", marker="D", ms=4.2, ls="none", label="mean of blocks"),
@@ -310,8 +311,8 @@ def plot_histogram(hist: Dict[str, Dict[str, int]], rows: List[Dict[str, Any]], 
         bars = ax.bar(range(len(keys)), counts, color="tab:blue", width=0.7, zorder=2)
         ax.bar_label(bars, fontsize=FONT_PT["tick"] - 0.5, padding=1)
         ax.set_xticks(range(len(keys)))
-        named = any(member_of(k) for k in keys)
-        ax.set_xticklabels(keys, rotation=90 if named or len(keys) > 12 else 0, fontsize=FONT_PT["tick"])
+        crowded = sum(len(k) + 1 for k in keys) * FONT_PT["tick"] * 0.55 > 72 * (width / len(models) - 0.6)
+        ax.set_xticklabels(keys, rotation=90 if crowded else 0, fontsize=FONT_PT["tick"])
         tie = hist[model].get(TIE, 0)
         ax.set_title(f"{model}\n{sum(counts)} classes" + (f" (+{tie} tied on every block)" if tie else ""),
                      fontsize=FONT_PT["title"], pad=3)
@@ -393,10 +394,10 @@ def report_blocks(report: Dict[str, Any], figures: Dict[str, Optional[str]], y_r
                  "`get_scene_embeddings` (scene tasks) or `get_timestamp_embeddings` (event tasks) "
                  "returns it.")
     timing = s.get("timing") or {}
-    items.append(f"**Seed** {s.get('seed', 0)} (the same features and seed give the same numbers); wall "
-                 f"time {s.get('wall_s', 0):.0f} s" + (": " + "; ".join(
-                     f"{m}: features {t['features_s']:.0f} s (0 = cached), probes {t['probe_s']:.0f} s"
-                     for m, t in timing.items()) if timing else "") + ".")
+    items.append(f"**Seed** {s.get('seed', 0)} (the same features and seed give the same numbers)" + (
+        "; time per model: " + "; ".join(f"{m}: features {t['features_s']:.0f} s (0 = cached), probes "
+                                         f"{t['probe_s']:.0f} s" for m, t in timing.items()) if timing else "")
+                 + ("" if s.get("environment") else f"; wall time {s.get('wall_s', 0):.0f} s") + ".")
     if s.get("command") or s.get("rendered_by"):
         made = [f"`{s['command']}`"] if s.get("command") else []
         if s.get("rendered_by"):
