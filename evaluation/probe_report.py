@@ -196,7 +196,8 @@ def plot_scores(rows: List[Dict[str, Any]], stem: Path, y_range: str = "metric")
     relative = len({n for _, _, n in cs}) > 1
     unit = 1.0 / max(max((n for _, _, n in cs), default=2) - 1, 1) if relative else 1.0
     x_last = 1.0 if relative else max((n for _, _, n in cs), default=1) - 1
-    x_extra = {"mean": x_last + 1.3 * unit, "default": x_last + 2.3 * unit}
+    present = [k for k in ("mean", "default") if any(r["kind"] == k for r in rows)]
+    x_extra = {k: x_last + (1.3 + i) * unit for i, k in enumerate(present)}
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     color = {(m, mem): colors[i % len(colors)] for i, (m, mem, _) in enumerate(cs)}
     model_color = {m: next((color[(mm, mem)] for mm, mem, _ in cs if mm == m), colors[i % len(colors)])
@@ -206,8 +207,21 @@ def plot_scores(rows: List[Dict[str, Any]], stem: Path, y_range: str = "metric")
 
     ncol, nrow = _grid(len(tasks))
     width = COLUMN_WIDTH_IN if len(tasks) == 1 else PAGE_WIDTH_IN
-    per_row = min(len(cs) + 4, 4 if width > COLUMN_WIDTH_IN else 2)  # legend: curves + 4 kinds
-    legend_in = 0.19 * -(-(len(cs) + 4) // per_row) + 0.08  # the legend's height, inches
+    legend_labels = []  # legend: a line per curve, then the four kinds of marks
+    for model, member, n in cs:
+        fusion = sum(m == model for m, _, _ in cs) > 1  # members named only where a model has several
+        label = " ".join(x for x in (model if len(models) > 1 or not fusion else "", member if fusion else "") if x)
+        legend_labels.append(label + (f" ({n} blocks)" if relative else ""))
+    marks = {"band": any(_finite(_num(r.get("std"))) for r in rows if r["kind"] == "block"),
+             "mean": "mean" in present, "default": "default" in present,
+             "chance": any(_finite(r.get("chance")) for r in rows)}
+    kinds_text = [t for k, t in (("band", "± std over test folds"), ("mean", "mean of blocks"),
+                                 ("default", "default embedding"), ("chance", "chance (constant guess)"))
+                  if marks[k]]
+    entry_in = max(len(t) for t in legend_labels + kinds_text) * FONT_PT["legend"] * 0.55 / 72 + 0.45
+    n_entries = len(legend_labels) + len(kinds_text)
+    per_row = max(1, min(n_entries, 4, int((width - 0.2) // entry_in)))
+    legend_in = 0.19 * -(-n_entries // per_row) + 0.08  # the legend's height, inches
     fig, axes = plt.subplots(nrow, ncol, figsize=(width, 1.85 * nrow + legend_in), squeeze=False)
     for ax, task in zip(axes.flat, tasks):
         mine = [r for r in rows if r["task"] == task]
@@ -260,7 +274,7 @@ def plot_scores(rows: List[Dict[str, Any]], stem: Path, y_range: str = "metric")
         ax.set_xticklabels(labels + [{"mean": "mean", "default": "def."}[k] for k in kinds])
         for t in ax.get_xticklabels()[len(ticks):]:
             t.set_rotation(90)
-        ax.set_xlim(-0.45 * unit, (x_extra["default"] if "default" in kinds else x_last) + 0.55 * unit)
+        ax.set_xlim(-0.45 * unit, max([x_last] + list(x_extra.values())) + 0.55 * unit)
         if task in ranges:
             ax.set_ylim(*ranges[task])
         ax.set_title(_title(rows, task) + "\n" + metric + (" (lower is better)" if lower else ""),
@@ -278,17 +292,14 @@ def plot_scores(rows: List[Dict[str, Any]], stem: Path, y_range: str = "metric")
         col = [ax for ax in axes[:, j] if ax.axison]
         if col and col[-1] is not axes[-1, j]:
             col[-1].set_xlabel(axes[-1, 0].get_xlabel(), fontsize=FONT_PT["label"])
-    handles = []
-    for model, member, n in cs:
-        fusion = sum(m == model for m, _, _ in cs) > 1  # members named only where a model has several
-        label = " ".join(x for x in (model if len(models) > 1 or not fusion else "", member if fusion else "") if x)
-        label += f" ({n} blocks)" if relative else ""
-        handles.append(Line2D([], [], color=color[(model, member)], marker="o", ms=3.2, lw=1.3, label=label))
-    handles += [Patch(color="0.5", alpha=0.3, lw=0, label="± std over test folds"),
-                Line2D([], [], color="0.3", marker="D", ms=4.2, ls="none", label="mean of blocks"),
-                Line2D([], [], color="0.3", marker="*", ms=7.5, ls="none", mec="black", mew=0.4,
-                       label="default embedding"),
-                Line2D([], [], color="0.45", lw=0.9, ls="--", label="chance (constant guess)")]
+    handles = [Line2D([], [], color=color[(model, member)], marker="o", ms=3.2, lw=1.3, label=label)
+               for (model, member, _), label in zip(cs, legend_labels)]
+    kind_handles = {"band": Patch(color="0.5", alpha=0.3, lw=0, label="± std over test folds"),
+                    "mean": Line2D([], [], color="0.3", marker="D", ms=4.2, ls="none", label="mean of blocks"),
+                    "default": Line2D([], [], color="0.3", marker="*", ms=7.5, ls="none", mec="black", mew=0.4,
+                                      label="default embedding"),
+                    "chance": Line2D([], [], color="0.45", lw=0.9, ls="--", label="chance (constant guess)")}
+    handles += [h for k, h in kind_handles.items() if marks[k]]
     fig.legend(handles=handles, loc="lower center", ncol=per_row, fontsize=FONT_PT["legend"], frameon=False,
                handlelength=1.8, columnspacing=1.2)
     fig.tight_layout(rect=(0, legend_in / fig.get_size_inches()[1], 1, 1), h_pad=0.8, w_pad=0.6)
@@ -388,6 +399,8 @@ def report_blocks(report: Dict[str, Any], figures: Dict[str, Optional[str]], y_r
     b: List[tuple] = [("h1", f"Layer-wise probe: {', '.join(models)}")]
     if s.get("note"):
         b.append(("p", s["note"]))
+    if not s.get("tasks_text"):  # a probe.json of an earlier release: the task folders from its rows
+        s = {**s, "tasks_text": f"{s.get('tasks')}, {len(tasks)} task(s): {', '.join(tasks)}"}
     items = [ln[2:] if ln.startswith("- ") else ln for ln in protocol_text(s)]
     items.append("**Layers**: every block of the model (fusion: every member's blocks), `mean` = the mean "
                  "of all blocks (per member), `default` = the model's HEAR embedding as "
