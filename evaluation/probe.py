@@ -694,7 +694,7 @@ def probe(models: Sequence[str], tasks: str, only: Optional[Sequence[str]] = Non
                        "score": r["scores"].get(primary), "std": r["stds"].get(primary),
                        "folds": len(folds), "chance": ch,
                        "l2": ";".join(f"{f['l2']:g}" for f in r["folds"] if "l2" in f),
-                       "n_blocks": n_blocks.get(member_of(layer.key)), "degenerate": r.get("degenerate", "")}
+                       "n_blocks": n_blocks.get(member_of(layer.key)), "degenerate": r.get("degenerate")}  # None: not checked (heareval's protocol)
                 for m in metrics[1:]:
                     row[f"score_{m}"] = r["scores"].get(m)
                     row[f"std_{m}"] = r["stds"].get(m)

@@ -453,10 +453,11 @@ def report_blocks(report: Dict[str, Any], figures: Dict[str, Optional[str]], y_r
                        "(their weights stay zero) and non-finite values are replaced by the training mean "
                        "of their dimension, so such a layer is probed on what is left:"))
         b.append(("ul", [f"{r['model']}, {r['task']}, layer `{r['layer']}`: {r['degenerate']}" for r in degenerate]))
-    elif all("degenerate" in r for r in rows):
+    elif all(r.get("degenerate") is not None for r in rows):
         b.append(("p", "None: no layer gave a constant dimension on a training split or a non-finite value."))
     else:
-        b.append(("p", "Not recorded: these numbers come from a probe run made before the check."))
+        b.append(("p", "Not checked: heareval's protocol (it standardises nothing itself), or a probe run "
+                       "made before the check (its probe.json records none)."))
     b.append(("h2", "Best block per class"))
     b.append(("p", "For every class, the block whose probe gives it the highest average precision on the "
                    "test predictions (pooled over folds; ties go to the shallower block, and a class every "

@@ -89,8 +89,12 @@ def tasks(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def first(tasks, tmp_path_factory):
+    import warnings
+
     out = tmp_path_factory.mktemp("probe1")
-    assert P.main([MODEL, "--tasks", str(tasks), "--out", str(out), "--quiet"]) == 0
+    with warnings.catch_warnings():  # a scene and an event task, features and probes: no numpy warning
+        warnings.simplefilter("error", RuntimeWarning)
+        assert P.main([MODEL, "--tasks", str(tasks), "--out", str(out), "--quiet"]) == 0
     return out
 
 
