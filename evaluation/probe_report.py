@@ -16,7 +16,7 @@ From the probe's rows (one per model x task x layer) and its per-class best bloc
   features, the best-block histogram.
 
 Figures are drawn at print size: the text width of a two-column paper (7 in; one column,
-3.4 in, for a single panel), fonts of 7.5 to 9 pt at that size, at least 1200 px wide.
+3.4 in, for a single panel), fonts of 7.5 to 8.5 pt at that size, at least 1400 px wide.
 """
 
 from __future__ import annotations
@@ -222,7 +222,8 @@ def plot_scores(rows: List[Dict[str, Any]], stem: Path, y_range: str = "metric")
     n_entries = len(legend_labels) + len(kinds_text)
     per_row = max(1, min(n_entries, 4, int((width - 0.2) // entry_in)))
     legend_in = 0.19 * -(-n_entries // per_row) + 0.08  # the legend's height, inches
-    fig, axes = plt.subplots(nrow, ncol, figsize=(width, 1.85 * nrow + legend_in), squeeze=False)
+    panel_in = 2.3 if len(tasks) == 1 else 1.85  # a single column figure: a taller panel
+    fig, axes = plt.subplots(nrow, ncol, figsize=(width, panel_in * nrow + legend_in), squeeze=False)
     for ax, task in zip(axes.flat, tasks):
         mine = [r for r in rows if r["task"] == task]
         metric = mine[0]["metric"]
