@@ -3,6 +3,8 @@
     hear-models probe MODEL... --tasks DIR|smoke|mini [--task NAME ...]
         [--layers all|LIST] [--protocol linear|heareval] [--out DIR] [--cache-dir DIR]
         [--seed N] [--grid faster] [--grid-points N] [--max-train-frames N]
+        [--y-range metric|panel|METRIC=LO:HI] [--note TEXT]
+    hear-models probe --from DIR [--from DIR ...] --out DIR [--y-range ...] [--note TEXT]
 
 For every block of every model (the registry's ``hidden_states`` interface, through
 ``HearModel.layer_scene_embeddings`` / ``layer_timestamp_embeddings``: fusion members
@@ -27,10 +29,13 @@ default embedding) into ``--cache-dir`` (default ``OUT/features``) in the evalua
 runner's row format (:func:`.embeddings.embed_clips`), keyed by the model, its options
 and the task's files; a later run, another ``--layers`` or ``--protocol`` reuses them.
 
-Outputs in ``--out``: ``probe.csv`` / ``probe.json`` (score per model x task x layer),
-``best_layers.csv`` (per class, the block whose probe ranks it best: the Whisper-AT
-Figure 3 histogram), ``scores.png``, ``best_layer_hist.png`` and ``report.md``.
-Deterministic: the same features and seed give the same numbers.
+Outputs in ``--out`` (:mod:`.probe_report`): ``probe.csv`` / ``probe.json`` (score and
+fold std per model x task x layer, every metric), ``best_layers.csv`` (per class, the
+block whose probe ranks it best: the Whisper-AT Figure 3 histogram), the figures
+``scores`` and ``best_layer_hist`` (PNG, SVG, PDF, at print size), ``report.md`` and a
+self-contained ``report.html``. ``--from`` draws them again from earlier runs' probe.json
+(one or several: models side by side) without probing. Deterministic: the same features
+and seed give the same numbers.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ import numpy as np
 
 from .embeddings import TaskFolder, TaskFolderError, embed_clips, frame_labels, read_task, split_batches
 from .hear2021 import LOWER_IS_BETTER
+from .probe_report import TIE, member_of, parse_y_range, read_reports, write_report
 from .results import _fmt
 
 FORMAT = 1
@@ -55,7 +61,6 @@ PROTOCOLS = ("linear", "heareval")
 L2_GRID = (1e-1, 1e-2, 1e-3, 1e-4)  # weight of 0.5 ||W||^2 beside the mean loss; each fit
 # starts from the solution of the one before (strongest first), so weaker ones converge fast
 LBFGS_ITERATIONS = 100
-TIE = "tie"  # best_layers: every block gives the class the same average precision
 MAX_TRAIN_FRAMES = 20_000  # event tasks: training frames per fit (a seeded subsample above)
 
 
@@ -283,9 +288,21 @@ def extract_features(task: TaskFolder, folder: Path, key: Dict[str, Any],
 # -- labels and folds --------------------------------------------------------------------
 def fold_plan(metadata: Dict[str, Any]) -> List[Dict[str, List[str]]]:
     """heareval's runs: train/valid/test, or k-fold (test i, valid i + 1, train the rest)."""
-    from heareval.predictions.task_predictions import get_splits_from_metadata
+    return heareval_predictions().get_splits_from_metadata(metadata)
 
-    return get_splits_from_metadata(metadata)
+
+def heareval_predictions():
+    """heareval's ``task_predictions`` module. Importing it imports pytorch-lightning, whose
+    own import warns that ``pkg_resources`` is deprecated (advice to lightning's authors,
+    nothing a user of the probe can act on): silenced for that import only."""
+    import importlib
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+        warnings.filterwarnings("ignore", message=".*(declare_namespace|ModuleAvailableCache)",
+                                category=DeprecationWarning)
+        return importlib.import_module("heareval.predictions.task_predictions")
 
 
 @dataclass
@@ -372,6 +389,7 @@ class TaskScorer:
     """The task's metrics, computed by heareval's own score functions."""
 
     def __init__(self, task: TaskFolder):
+        heareval_predictions()  # first, quietly: heareval.score may import it too
         from heareval.score import available_scores
 
         self.task = task
@@ -380,7 +398,7 @@ class TaskScorer:
         self.fns = {m: available_scores[m](label_to_idx=self.label_to_idx) for m in self.metrics}
         self.event = task.embedding_type == "event"
         if self.event:
-            from heareval.predictions.task_predictions import EVENT_POSTPROCESSING_GRID
+            EVENT_POSTPROCESSING_GRID = heareval_predictions().EVENT_POSTPROCESSING_GRID
             from sklearn.model_selection import ParameterGrid
 
             grid = task.metadata.get("evaluation_params", {}).get("event_postprocessing_grid",
@@ -406,7 +424,7 @@ class TaskScorer:
         if not self.event:
             return {m: self._safe(lambda: self.fns[m](probs, data.targets)) for m in metrics}, None
         import torch
-        from heareval.predictions.task_predictions import get_events_for_all_files
+        get_events_for_all_files = heareval_predictions().get_events_for_all_files
 
         idx_to_label = {i: lab for lab, i in self.label_to_idx.items()}
         grid = [postprocessing] if postprocessing is not None else self.postprocessing
@@ -442,11 +460,54 @@ def per_class_ap(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return out
 
 
+class Standardiser:
+    """Standardisation with a training split's statistics, safe on degenerate features:
+    a dimension constant on the training rows (std <= 1e-6 of its magnitude, or 0) maps to
+    0 (its probe weight stays 0: it carries nothing), a non-finite value (NaN, inf) to 0,
+    the training mean of its dimension; statistics in float64 over the finite values only.
+    Nothing here warns: ``constant`` and ``non_finite`` say what was found."""
+
+    def __init__(self, x: np.ndarray):
+        finite = np.isfinite(x)
+        self.non_finite = int(x.size - np.count_nonzero(finite))
+        x0 = np.where(finite, x, 0).astype(np.float64)
+        count = np.maximum(finite.sum(0), 1)
+        self.mean = x0.sum(0) / count
+        dev = np.where(finite, x0 - self.mean, 0.0)
+        std = np.sqrt((dev * dev).sum(0) / count)
+        self.is_constant = std <= 1e-6 * np.abs(self.mean)  # also std == 0
+        self.constant = int(self.is_constant.sum())
+        self.scale = np.where(self.is_constant, 1.0, std)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        finite = np.isfinite(x)
+        z = (np.where(finite, x, 0).astype(np.float64) - self.mean) / self.scale
+        z[~finite] = 0.0
+        z[:, self.is_constant] = 0.0
+        return z.astype(np.float32)
+
+
+def degenerate_text(dims: int, constant: int, non_finite: int, rows: int) -> str:
+    """What the report says of a layer with degenerate features ('' when none)."""
+    parts = []
+    if constant:
+        parts.append("every dimension constant on a training split: the probe can only guess the class prior"
+                     if constant == dims else f"{constant} of {dims} dimensions constant on a training split")
+    if non_finite:
+        parts.append(f"{non_finite} non-finite values (NaN / inf) in {rows} rows x {dims} dimensions, "
+                     "replaced by the training mean")
+    return "; ".join(parts)
+
+
 def probe_layer(task: TaskFolder, feats: Features, layer: Layer, folds, data: Dict[str, SplitData],
                 scorer: TaskScorer, seed: int, max_train_frames: int) -> Dict[str, Any]:
     """Linear probe of one layer on one task: per fold, L2 chosen on valid, scored on test."""
     multiclass = task.metadata["prediction_type"] == "multiclass" and not scorer.event
     mats = {s: feats.matrix(s, layer) for s in task.metadata["splits"]}
+    n_rows = sum(len(m) for m in mats.values())
+    dims = next(iter(mats.values())).shape[1]
+    non_finite = sum(int(m.size - np.count_nonzero(np.isfinite(m))) for m in mats.values())
+    constant = 0
     per_fold: List[Dict[str, float]] = []
     chosen: List[Dict[str, Any]] = []
     test_probs, test_targets = [], []
@@ -456,8 +517,8 @@ def probe_layer(task: TaskFolder, feats: Features, layer: Layer, folds, data: Di
         if len(xtr) > max_train_frames:  # a seeded subsample (event tasks on long audio)
             keep = np.sort(np.random.default_rng([seed, k]).choice(len(xtr), max_train_frames, replace=False))
             xtr, ytr = xtr[keep], ytr[keep]
-        mean, std = xtr.mean(0), xtr.std(0) + 1e-6
-        norm = lambda x: ((x - mean) / std).astype(np.float32)  # noqa: E731
+        norm = Standardiser(xtr)
+        constant = max(constant, norm.constant)
         xtr = norm(xtr)
         valid = _concat([data[s] for s in run["valid"]])
         xva = norm(np.concatenate([mats[s] for s in run["valid"]]))
@@ -476,11 +537,26 @@ def probe_layer(task: TaskFolder, feats: Features, layer: Layer, folds, data: Di
                        "postprocessing": dict(pp) if pp else None})
         test_probs.append(probs)
         test_targets.append(test.targets)
-    scores = {m: float(np.mean([f[m] for f in per_fold])) for m in scorer.metrics}
-    stds = {m: float(np.std([f[m] for f in per_fold], ddof=1)) if len(per_fold) > 1 else None
-            for m in scorer.metrics}
+    scores = {m: _mean([f[m] for f in per_fold]) for m in scorer.metrics}
+    stds = {m: _std([f[m] for f in per_fold]) if len(per_fold) > 1 else None for m in scorer.metrics}
     return {"scores": scores, "stds": stds, "folds": chosen,
-            "class_ap": per_class_ap(np.concatenate(test_probs), np.concatenate(test_targets))}
+            "class_ap": per_class_ap(np.concatenate(test_probs), np.concatenate(test_targets)),
+            "degenerate": degenerate_text(dims, constant, non_finite, n_rows)}
+
+
+def _mean(values: List[float]) -> float:
+    """The mean over folds, as heareval's aggregate: inf when a fold is inf (d' on a
+    perfectly separated class), NaN when a fold is undefined; no numpy warning."""
+    v = np.asarray(values, dtype=np.float64)
+    if np.isnan(v).any() or (np.isposinf(v).any() and np.isneginf(v).any()):
+        return float("nan")
+    return float(v.sum() / len(v)) if np.isfinite(v).all() else float(v[~np.isfinite(v)][0])
+
+
+def _std(values: List[float]) -> float:
+    """The fold std (ddof 1), NaN where a fold is not finite (it is undefined there)."""
+    v = np.asarray(values, dtype=np.float64)
+    return float(np.std(v, ddof=1)) if np.isfinite(v).all() else float("nan")
 
 
 def chance(task: TaskFolder, folds, metric: str) -> Optional[float]:
@@ -539,10 +615,13 @@ def probe(models: Sequence[str], tasks: str, only: Optional[Sequence[str]] = Non
           protocol: str = "linear", out: Path = Path("probe"), cache_dir: Optional[Path] = None,
           model_options: Optional[dict] = None, weights: Optional[str] = None, device: Optional[str] = None,
           seed: int = 0, grid: str = "default", grid_points: int = 8,
-          max_train_frames: int = MAX_TRAIN_FRAMES, progress: bool = True) -> Dict[str, Any]:
+          max_train_frames: int = MAX_TRAIN_FRAMES, progress: bool = True, y_range: str = "metric",
+          note: str = "", command: str = "") -> Dict[str, Any]:
     """Probe every layer of ``models`` on ``tasks``; writes the report into ``out`` and
     returns what ``probe.json`` holds."""
-    from .runner import SUITES, ensure_suite, find_tasks, load_embedder, resolve_model
+    from .predict import grid_settings
+    from .runner import (SUITES, _version, ensure_suite, environment, find_tasks, load_embedder,
+                         registry_description, resolve_model, tasks_text)
 
     if protocol not in PROTOCOLS:
         raise ValueError(f"--protocol {protocol!r}: expected one of {list(PROTOCOLS)}")
@@ -552,6 +631,8 @@ def probe(models: Sequence[str], tasks: str, only: Optional[Sequence[str]] = Non
     user_options = dict(model_options or {})
     rows: List[Dict[str, Any]] = []
     classes: List[Dict[str, Any]] = []
+    model_details: List[Dict[str, Any]] = []
+    task_folders: Dict[str, Path] = {}
     timing: Dict[str, Dict[str, float]] = {}
     t_all = time.time()
     for name in models:
@@ -570,6 +651,8 @@ def probe(models: Sequence[str], tasks: str, only: Optional[Sequence[str]] = Non
         else:
             folders = find_tasks(Path(tasks), only)
         timing[folder] = {"features_s": 0.0, "probe_s": 0.0}
+        model_details.append({"name": folder, "module": module_path, "weights": w, "options": options,
+                              "description": registry_description(name)})
         key = {"model": name, "module": module_path, "weights": w, "options": options}
         for tf in folders:
             task = read_task(tf, check_audio=False)
@@ -599,6 +682,10 @@ def probe(models: Sequence[str], tasks: str, only: Optional[Sequence[str]] = Non
             timing[folder]["probe_s"] += time.time() - t0
             primary = metrics[0]
             ch = chance(task, folds, primary)
+            n_blocks: Dict[str, int] = {}
+            for layer in layer_plan(feats.layer_names):
+                if layer.kind == "block":
+                    n_blocks[member_of(layer.key)] = n_blocks.get(member_of(layer.key), 0) + 1
             for layer in plan:
                 r = results[layer.key]
                 row = {"model": folder, "task": task.name, "task_name": task.metadata["task_name"],
@@ -606,20 +693,31 @@ def probe(models: Sequence[str], tasks: str, only: Optional[Sequence[str]] = Non
                        "metric": primary, "lower_is_better": primary in LOWER_IS_BETTER,
                        "score": r["scores"].get(primary), "std": r["stds"].get(primary),
                        "folds": len(folds), "chance": ch,
-                       "l2": ";".join(f"{f['l2']:g}" for f in r["folds"] if "l2" in f)}
-                row.update({f"score_{m}": r["scores"].get(m) for m in metrics[1:]})
+                       "l2": ";".join(f"{f['l2']:g}" for f in r["folds"] if "l2" in f),
+                       "n_blocks": n_blocks.get(member_of(layer.key)), "degenerate": r.get("degenerate")}  # None: not checked (heareval's protocol)
+                for m in metrics[1:]:
+                    row[f"score_{m}"] = r["scores"].get(m)
+                    row[f"std_{m}"] = r["stds"].get(m)
                 rows.append(row)
             classes += best_layer_per_class(folder, task, plan, results)
+            task_folders[task.name] = task.path
             say(f"[{name}] {task.name}: probed {len(plan)} layer(s) in {time.time() - t0:.1f} s; " +
                 ", ".join(f"{layer.key} {_fmt(results[layer.key]['scores'].get(primary))}" for layer in plan))
+            for layer in plan:
+                if results[layer.key].get("degenerate"):
+                    say(f"[{name}] {task.name}, layer {layer.key}: degenerate features: "
+                        f"{results[layer.key]['degenerate']}")
     settings = {"models": list(models), "tasks": str(tasks), "only": list(only or []), "layers": layers,
                 "protocol": protocol, "seed": seed, "l2_grid": list(L2_GRID), "lbfgs_iterations": LBFGS_ITERATIONS,
                 "max_train_frames": max_train_frames, "grid": grid, "grid_points": grid_points,
                 "model_options": user_options, "weights": weights, "timing": timing,
-                "wall_s": round(time.time() - t_all, 1)}
+                "grid_settings": grid_settings(grid) if protocol == "heareval" else {},
+                "tasks_text": tasks_text(tasks, seed, task_folders), "model_details": model_details,
+                "heareval_version": _version("heareval"), "environment": environment(),
+                "command": command or "", "note": note or "", "wall_s": round(time.time() - t_all, 1)}
     report = {"settings": settings, "rows": rows, "best_layers": classes,
               "histogram": histogram(classes)}
-    write_report(report, out)
+    write_report(report, out, y_range)
     return report
 
 
@@ -662,188 +760,12 @@ def histogram(classes: List[Dict[str, Any]]) -> Dict[str, Dict[str, int]]:
     return out
 
 
-# -- outputs -------------------------------------------------------------------------------
-def write_report(report: Dict[str, Any], out: Path) -> Dict[str, Path]:
-    """probe.csv, probe.json, best_layers.csv, scores.png, best_layer_hist.png, report.md."""
-    from .results import _json_safe, csv_text
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"csv": out / "probe.csv", "json": out / "probe.json", "classes": out / "best_layers.csv",
-             "scores": out / "scores.png", "hist": out / "best_layer_hist.png", "report": out / "report.md"}
-    paths["csv"].write_text(csv_text(report["rows"]))
-    paths["classes"].write_text(csv_text(report["best_layers"]))
-    safe = {**report, "rows": [{k: _json_safe(v) for k, v in r.items()} for r in report["rows"]]}
-    paths["json"].write_text(json.dumps(safe, indent=1, allow_nan=False))
-    plot_scores(report["rows"], paths["scores"])
-    plot_histogram(report["histogram"], report["rows"], paths["hist"])
-    paths["report"].write_text(markdown_report(report))
-    return paths
-
-
-def _block_keys(rows: List[Dict[str, Any]], model: str) -> List[str]:
-    keys: List[str] = []
-    for r in rows:
-        if r["model"] == model and r["kind"] == "block" and r["layer"] not in keys:
-            keys.append(r["layer"])
-    return keys
-
-
-def plot_scores(rows: List[Dict[str, Any]], path: Path) -> None:
-    """Score vs block per task (one panel each; models overlaid; the mean of blocks and the
-    default embedding as dashed / dotted lines, chance in grey)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    tasks = list(dict.fromkeys(r["task"] for r in rows))
-    models = list(dict.fromkeys(r["model"] for r in rows))
-    ncol = min(4, len(tasks))
-    nrow = -(-len(tasks) // ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.0 * ncol, 2.3 * nrow), squeeze=False, dpi=72)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, task in zip(axes.flat, tasks):
-        metric = next(r["metric"] for r in rows if r["task"] == task)
-        for m, model in enumerate(models):
-            color = colors[m % len(colors)]
-            mine = [r for r in rows if r["task"] == task and r["model"] == model]
-            blocks = [r for r in mine if r["kind"] == "block"]
-            keys = _block_keys(rows, model)
-            xs = [keys.index(r["layer"]) for r in blocks]
-            ax.plot(xs, [r["score"] for r in blocks], "o-", ms=3, color=color, label=model)
-            for r in mine:
-                if r["kind"] != "block" and r["score"] is not None:
-                    ax.axhline(r["score"], color=color, lw=0.8, ls="--" if r["kind"] == "mean" else ":")
-            ch = next((r["chance"] for r in mine if r["chance"] is not None), None)
-        if ch is not None:
-            ax.axhline(ch, color="0.6", lw=0.8)
-        ax.set_title(f"{task.split('-')[0]}\n{metric}", fontsize=8)
-        named = [k for m in models for k in _block_keys(rows, m)]
-        if any(not k.isdigit() for k in named):  # member blocks (crepe.1, hubert.3): name the ticks
-            keys = max((_block_keys(rows, m) for m in models), key=len)
-            ax.set_xticks(range(len(keys)))
-            ax.set_xticklabels(keys, rotation=90 if len(keys) > 4 else 0, fontsize=6)
-        else:
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.tick_params(labelsize=7)
-        ax.set_xlabel("block", fontsize=7)
-    for ax in list(axes.flat)[len(tasks):]:
-        ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(models), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.05 if nrow > 1 else 0.1, 1, 1))
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def plot_histogram(hist: Dict[str, Dict[str, int]], rows: List[Dict[str, Any]], path: Path) -> None:
-    """Number of classes whose best block is each block (Whisper-AT Fig. 3), per model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    models = list(hist) or ["(no classes)"]
-    fig, axes = plt.subplots(1, len(models), figsize=(max(3.0, 0.35 * max(
-        [len(_block_keys(rows, m)) for m in models] + [8])) * len(models), 2.4), squeeze=False, dpi=72)
-    for ax, model in zip(axes.flat, models):
-        keys = _block_keys(rows, model)
-        counts = [hist.get(model, {}).get(k, 0) for k in keys]
-        ax.bar(range(len(keys)), counts, color="tab:blue")
-        ax.set_xticks(range(len(keys)))
-        ax.set_xticklabels(keys, rotation=90 if len(keys) > 12 else 0, fontsize=7)
-        ax.set_title(f"{model}\nbest block per class ({sum(counts)} classes)", fontsize=8)
-        ax.set_xlabel("block", fontsize=7)
-        ax.set_ylabel("classes", fontsize=7)
-        ax.tick_params(labelsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def markdown_report(report: Dict[str, Any]) -> str:
-    s = report["settings"]
-    rows = report["rows"]
-    models = list(dict.fromkeys(r["model"] for r in rows))
-    tasks = list(dict.fromkeys(r["task"] for r in rows))
-    lines = [f"# Layer-wise probe: {', '.join(models)}", ""]
-    if s["protocol"] == "linear":
-        proto = (f"**Protocol: linear.** Per task and layer, a linear classifier (softmax for multiclass "
-                 f"scene tasks, per-label sigmoid for multilabel and event tasks) on features standardised "
-                 f"with the training split's statistics, fitted by full-batch L-BFGS (up to "
-                 f"{s['lbfgs_iterations']} iterations; from zero weights for the first L2 weight, then from "
-                 f"the previous solution); the L2 weight is chosen from {s['l2_grid']} on the task's "
-                 f"validation split by its primary metric (k-fold tasks: heareval's folds, fold i tests, "
-                 f"fold i + 1 validates, the others train; scores are the mean over test folds). Scene "
-                 f"tasks: one feature vector per clip, each block's frames averaged over the clip. Event "
-                 f"tasks: one vector per frame (the model's hop), frame labels as heareval assigns them, "
-                 f"at most {s['max_train_frames']} training frames per fit (a seeded subsample); frame "
-                 f"posteriors become events with heareval's post-processing (the task's grid, chosen on "
-                 f"validation) and are scored with the task's event metric. All metrics are heareval's "
-                 f"own score functions.")
-    else:
-        proto = (f"**Protocol: heareval.** heareval's shallow-classifier protocol on each layer's embeddings "
-                 f"(grid `{s['grid']}`, {s['grid_points']} grid point(s)), through `hear-models evaluate`'s "
-                 f"predictions runner and its fixes.")
-    lines += [proto, "",
-              "Layers: every block of the model (fusion: every member's states), `mean` = the mean of "
-              "all blocks (per member), `default` = the model's HEAR embedding as `get_scene_embeddings` "
-              "(scene tasks) or `get_timestamp_embeddings` (event tasks) return it.", "",
-              f"Data: `{s['tasks']}`" + (f", tasks {s['only']}" if s["only"] else "") +
-              f". Seed {s['seed']} (same features and seed, same numbers). Wall time "
-              f"{s['wall_s']:.0f} s: " + "; ".join(
-                  f"{m}: features {t['features_s']:.0f} s (0 = cached), probes {t['probe_s']:.0f} s"
-                  for m, t in s["timing"].items()) + ".", "",
-              "![score vs block](scores.png)", "",
-              "Dots: blocks; dashed: mean of blocks; dotted: default embedding; grey: chance "
-              "(a constant guess).", ""]
-    for model in models:
-        keys = _block_keys(rows, model)
-        extra = list(dict.fromkeys(r["layer"] for r in rows if r["model"] == model and r["kind"] != "block"))
-        cols = keys + extra
-        lines += [f"## {model}", "", "| task | metric | chance | " + " | ".join(cols) + " | best block |",
-                  "|---|---|---|" + "---|" * (len(cols) + 1)]
-        for task in tasks:
-            mine = {r["layer"]: r for r in rows if r["model"] == model and r["task"] == task}
-            if not mine:
-                continue
-            any_row = next(iter(mine.values()))
-            lower = any_row["lower_is_better"]
-            best = ""
-            for k in keys:  # the first best: the shallower block on ties
-                v = mine.get(k, {}).get("score")
-                if v is not None and math.isfinite(v) and (
-                        not best or (v < mine[best]["score"] if lower else v > mine[best]["score"])):
-                    best = k
-            cells = []
-            for k in cols:
-                v = mine.get(k, {}).get("score")
-                cells.append(("**" + _fmt(v) + "**") if k == best else _fmt(v))
-            lines.append(f"| {task} | {any_row['metric']}{' (↓)' if lower else ''} | "
-                         f"{_fmt(any_row['chance'])} | " + " | ".join(cells) + f" | {best} |")
-        lines.append("")
-    lines += ["## Best block per class", "",
-              "For every class, the block whose probe gives it the highest average precision on the "
-              "test predictions (pooled over folds; ties go to the shallower block, and a class every "
-              "block scores alike is counted as a tie, not drawn; classes without a positive test "
-              "example are left out), counted over all tasks, as Whisper-AT's Figure 3.", "",
-              "![best block per class](best_layer_hist.png)", ""]
-    for model, h in report["histogram"].items():
-        lines.append(f"- {model}: " + ", ".join(f"block {k}: {h[k]}" for k in _block_keys(rows, model) if k in h)
-                     + f" ({sum(h.values())} classes" + (f", of which {h[TIE]} tie on every block and are "
-                                                         "not drawn" if TIE in h else "") + ")")
-    lines += ["", "Files: `probe.csv` / `probe.json` (scores, per-fold choices in the JSON), "
-              "`best_layers.csv` (per class).", ""]
-    return "\n".join(lines)
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hear-models probe", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("models", nargs="+", metavar="MODEL", help="registry name or HEAR module of this package")
-    p.add_argument("--tasks", required=True, help="folder of HEAR task folders, or smoke | mini")
+    p.add_argument("models", nargs="*", metavar="MODEL", help="registry name or HEAR module of this package "
+                   "(several: one report, one figure)")
+    p.add_argument("--tasks", default=None, help="folder of HEAR task folders, or smoke | mini")
     p.add_argument("--task", action="append", default=None, metavar="NAME",
                    help="only this task (folder name or task_name; repeatable)")
     p.add_argument("--layers", default="all", help="all (default), or a comma-separated list of block "
@@ -860,37 +782,73 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid-points", type=int, default=8, help="heareval protocol: grid points (default 8)")
     p.add_argument("--max-train-frames", type=int, default=MAX_TRAIN_FRAMES,
                    help=f"linear protocol, event tasks: training frames per fit (default {MAX_TRAIN_FRAMES})")
+    p.add_argument("--y-range", default="metric", metavar="SPEC",
+                   help="figure y-axes: metric (default: the panels of one metric share a range), panel "
+                   "(each its own), and/or METRIC=LO:HI, comma-separated (e.g. metric,top1_acc=0:1)")
+    p.add_argument("--note", default=None, help="a paragraph put under the report's title (kept by --from)")
+    p.add_argument("--from", dest="sources", action="append", default=None, metavar="DIR",
+                   help="no probing: draw the report again from an earlier run's probe.json (new --y-range, "
+                   "--note); repeatable: several runs (other models, same protocol) in one report")
     p.add_argument("--quiet", action="store_true")
     return p
 
 
+def redraw(sources: Sequence[str], out: Path, y_range: str, note: Optional[str], command: str) -> Dict[str, Any]:
+    """``--from``: the report of earlier runs drawn again (their numbers unchanged)."""
+    report = read_reports([Path(x) for x in sources])
+    report["settings"] = {**report["settings"], "rendered_by": command}
+    if note is not None:
+        report["settings"]["note"] = note
+    write_report(report, out, y_range)
+    return report
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    import shlex
+
     from .predict import GRIDS
     from .runner import parse_model_options
 
+    argv = list(sys.argv[1:] if argv is None else argv)
     a = build_parser().parse_args(argv)
+    command = "hear-models probe " + shlex.join(argv)
     try:
         options = parse_model_options(a.model_options)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-    if a.grid not in GRIDS:
-        print(f"error: --grid {a.grid!r}: expected one of {list(GRIDS)}", file=sys.stderr)
-        return 2
-    try:
-        report = probe(a.models, a.tasks, a.task, a.layers, a.protocol, Path(a.out), a.cache_dir, options,
-                       a.weights, a.device, a.seed, a.grid, a.grid_points, a.max_train_frames,
-                       progress=not a.quiet)
-    except TaskFolderError as e:
-        print(f"error: bad task folder: {e}", file=sys.stderr)
-        return 2
+        parse_y_range(a.y_range)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     out = Path(a.out)
-    print(f"report: {out / 'report.md'} ({len(report['rows'])} scores; probe.csv, probe.json, "
-          f"best_layers.csv, scores.png, best_layer_hist.png)", file=sys.stderr)
+    if a.sources:
+        if a.models or a.tasks:
+            print("error: --from draws an earlier run's report again: give no MODEL and no --tasks",
+                  file=sys.stderr)
+            return 2
+        try:
+            report = redraw(a.sources, out, a.y_range, a.note, command)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    else:
+        if not a.models or not a.tasks:
+            print("error: give MODEL... and --tasks (or --from DIR to draw an earlier report again)",
+                  file=sys.stderr)
+            return 2
+        if a.grid not in GRIDS:
+            print(f"error: --grid {a.grid!r}: expected one of {list(GRIDS)}", file=sys.stderr)
+            return 2
+        try:
+            report = probe(a.models, a.tasks, a.task, a.layers, a.protocol, out, a.cache_dir, options,
+                           a.weights, a.device, a.seed, a.grid, a.grid_points, a.max_train_frames,
+                           progress=not a.quiet, y_range=a.y_range, note=a.note or "", command=command)
+        except TaskFolderError as e:
+            print(f"error: bad task folder: {e}", file=sys.stderr)
+            return 2
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    print(f"report: {out / 'report.md'} and report.html ({len(report['rows'])} scores; probe.csv, probe.json, "
+          f"best_layers.csv, scores.png/.svg/.pdf, best_layer_hist.png/.svg/.pdf)", file=sys.stderr)
     return 0
 
 

@@ -221,17 +221,21 @@ def _column_title(column: str) -> str:
 
 
 # -- the protocol a table was made with ---------------------------------------------------------
-def protocol_lines(settings: Dict[str, Any]) -> List[str]:
-    """What a reader needs to know to read the numbers: how they were made."""
+def protocol_lines(settings: Dict[str, Any], protocol: Optional[str] = None) -> List[str]:
+    """What a reader needs to know to read the numbers: how they were made. ``protocol``
+    replaces the text of the first item, heareval's shallow classifiers (the layer-wise
+    probe's linear protocol states its own)."""
     if not settings:
         return []
     grid = settings.get("grid_settings") or {}
     grid_text = ", ".join(f"{k} {v}" for k, v in grid.items()) if grid else "heareval's grid"
+    if protocol is None:
+        protocol = (f"heareval {settings.get('heareval_version', '?')} shallow classifiers "
+                    f"(`heareval.predictions.runner`), grid `{settings.get('grid')}` ({grid_text}), "
+                    f"{settings.get('grid_points')} grid point(s) per task, deterministic, seed 42 "
+                    "(heareval's); k-fold tasks: each fold tested in turn, mean ± std over folds.")
     lines = [
-        f"- **Protocol**: heareval {settings.get('heareval_version', '?')} shallow classifiers "
-        f"(`heareval.predictions.runner`), grid `{settings.get('grid')}` ({grid_text}), "
-        f"{settings.get('grid_points')} grid point(s) per task, deterministic, seed 42 (heareval's); "
-        "k-fold tasks: each fold tested in turn, mean ± std over folds.",
+        f"- **Protocol**: {protocol}",
         f"- **Tasks**: {settings.get('tasks_text') or settings.get('tasks')}.",
     ]
     for m in settings.get("model_details", []):
@@ -380,44 +384,75 @@ def write_results(rows: List[Dict[str, Any]], out_dir: Path, settings: Optional[
 
 
 # -- comparing runs -------------------------------------------------------------------------
-def read_results(paths: List[Path]) -> Dict[str, Dict[str, Any]]:
-    """Primary-metric rows of one or more ``results.json`` files, by task folder name
-    (``name-vN-suite``: different task versions never match). A task in a later file
-    replaces the same task in an earlier one; files with several models are refused."""
-    rows: Dict[str, Dict[str, Any]] = {}
+class CompareError(ValueError):
+    """A run `compare` cannot read (missing, not an evaluate run, several models)."""
+
+
+def read_results(paths: List[Path]) -> Dict[str, Dict[str, Dict[str, Any]]]:
+    """Rows of one or more ``results.json`` files: task folder name (``name-vN-suite``:
+    different task versions never match) -> metric -> row, the primary metric first; only
+    rows with a finite score. A task in a later file replaces the same task in an earlier
+    one; files with several models are refused."""
+    rows: Dict[str, Dict[str, Dict[str, Any]]] = {}
     for path in paths:
         path = Path(path)
         if path.is_dir():
+            if not (path / "results.json").is_file() and (path / "probe.json").is_file():
+                raise CompareError(f"{path}: a probe report (probe.json), not an evaluate run; "
+                                   "compare reads the results.json of `hear-models evaluate`")
             path = path / "results.json"
+        if not path.is_file():
+            raise CompareError(f"{path}: no such results file (give a results.json or the folder of "
+                               "an evaluate run)")
         try:
             data = json.loads(path.read_text())
             file_rows = data["rows"]
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: no such results file") from None
+            models = {r["model"] for r in file_rows}
         except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{path}: not a results.json of hear-models evaluate ({e})") from None
-        models = {r["model"] for r in file_rows}
+            raise CompareError(f"{path}: not a results.json of hear-models evaluate ({e})") from None
         if len(models) > 1:
-            raise ValueError(f"{path}: holds {len(models)} models ({', '.join(sorted(models))}); "
-                             "compare one model per file")
+            raise CompareError(f"{path}: holds {len(models)} models ({', '.join(sorted(models))}); "
+                               "compare one model per file")
+        by_task: Dict[str, List[Dict[str, Any]]] = {}
         for r in file_rows:
-            if r.get("primary") and r.get("status") == "ok":
-                rows[r["task"]] = r
+            by_task.setdefault(r["task"], []).append(r)
+        for task, task_rows_ in by_task.items():
+            ok = [r for r in task_rows_ if r.get("status") == "ok"]
+            if any(r.get("primary") for r in ok):
+                rows[task] = {}
+                for r in sorted(ok, key=lambda r: not r.get("primary")):
+                    rows[task].setdefault(r["metric"], r)
     return rows
 
 
-def compare(baseline: Dict[str, Dict[str, Any]], others: Dict[str, Dict[str, Dict[str, Any]]],
-            baseline_label: str = "baseline") -> str:
-    """A Markdown table of primary scores, the baseline beside each other run, on the tasks
-    every run has; the better score of each pair in bold, and a last line counting the
-    tasks each run beats the baseline on (and of those, by more than the baseline's fold
-    standard deviation)."""
-    tasks = sorted(set(baseline).intersection(*[set(o) for o in others.values()]))
+def _verdict(b: Dict[str, Any], o: Dict[str, Any]) -> int:
+    """+1 / -1 when ``o`` beats / loses to ``b`` by more than the larger fold std of the
+    two (single-split runs have none: any difference counts), 0 otherwise (a tie)."""
+    sign = -1.0 if b["lower_is_better"] else 1.0
+    diff = sign * (_num(o["score"]) - _num(b["score"]))
+    if not math.isfinite(diff):
+        return 0
+    stds = [_num(r["std"]) for r in (b, o) if r.get("std") is not None and math.isfinite(_num(r["std"]))]
+    margin = max(stds) if stds else 0.0
+    return 1 if diff > margin else (-1 if diff < -margin else 0)
+
+
+def compare(baseline: Dict[str, Dict[str, Dict[str, Any]]], others: Dict[str, Dict[str, Dict[str, Dict[str, Any]]]],
+            baseline_label: str = "baseline", all_metrics: bool = False) -> str:
+    """A Markdown table, the baseline beside each other run, on the tasks every run has
+    (the primary metric, or with ``all_metrics`` every metric they share), the better
+    score of each pair in bold, then the tasks not in every run, and one summary line:
+    per run, wins / ties / losses against the baseline on the primary metric, a win or
+    loss being a difference larger than the larger fold std of the two."""
+    runs = {baseline_label: baseline, **others}
+    every = set(baseline).intersection(*[set(o) for o in others.values()])
+    tasks = sorted(every)
     if not tasks:
-        raise ValueError("the runs share no task (task folders must match, version included)")
+        raise CompareError("the runs share no task (task folders must match, version included): "
+                           + "; ".join(f"{label}: {', '.join(sorted(r)) or 'none'}" for label, r in runs.items()))
     head = ["task", "metric", "chance", baseline_label] + list(others)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    wins = {label: [0, 0] for label in others}
+    tally = {label: [0, 0, 0] for label in others}  # wins, ties, losses
 
     def cell(r, bold):
         s = _fmt(_num(r["score"]))
@@ -425,34 +460,50 @@ def compare(baseline: Dict[str, Dict[str, Any]], others: Dict[str, Dict[str, Dic
         return s + (f" ± {_fmt(_num(r['std']))}" if r.get("std") is not None else "")
 
     for task in tasks:
-        b = baseline[task]
-        sign = -1.0 if b["lower_is_better"] else 1.0
-        margin = {label: sign * (_num(o[task]["score"]) - _num(b["score"])) for label, o in others.items()}
-        cells = [task, b["metric"] + (" (↓)" if b["lower_is_better"] else ""), _fmt(_num(b["chance"])),
-                 cell(b, not any(m > 0 for m in margin.values()))]
-        for label, o in others.items():
-            cells.append(cell(o[task], margin[label] > 0))
-            if margin[label] > 0:
-                wins[label][0] += 1
-                if b.get("std") is None or margin[label] > _num(b["std"]):
-                    wins[label][1] += 1
-        lines.append("| " + " | ".join(cells) + " |")
-    lines.append("| **better than " + baseline_label + " on** | | | | " + " | ".join(
-        f"**{w} of {len(tasks)}** ({s} by more than a fold std)" for w, s in wins.values()) + " |")
-    return "\n".join(lines) + "\n"
+        primary = next(iter(baseline[task]))
+        metrics = [m for m in baseline[task] if all(m in o[task] for o in others.values())] if all_metrics \
+            else [primary]
+        for metric in metrics:
+            b = baseline[task][metric]
+            sign = -1.0 if b["lower_is_better"] else 1.0
+            gain = {label: sign * (_num(o[task][metric]["score"]) - _num(b["score"])) for label, o in others.items()}
+            name = metric + (" *" if all_metrics and metric == primary else "") + \
+                (" (↓)" if b["lower_is_better"] else "")
+            cells = [task, name, _fmt(_num(b.get("chance"))), cell(b, not any(g > 0 for g in gain.values()))]
+            for label, o in others.items():
+                cells.append(cell(o[task][metric], gain[label] > 0))
+                if metric == primary:
+                    tally[label][1 - _verdict(b, o[task][primary])] += 1
+            lines.append("| " + " | ".join(cells) + " |")
+    notes = [""]
+    if all_metrics:
+        notes.append("`*` primary metric; only metrics every run has are shown.")
+    partial = sorted(set().union(*[set(r) for r in runs.values()]) - every)
+    if partial:
+        notes.append("Not in every run, left out: " + "; ".join(
+            f"{t} (only in {', '.join(label for label, r in runs.items() if t in r)})" for t in partial) + ".")
+    notes.append(f"**Against {baseline_label}** (primary metric, {len(tasks)} shared tasks; wins / ties / "
+                 "losses by more than the larger fold std of the two, any difference on single-split "
+                 "tasks): " + "; ".join(f"{label} {w} / {t} / {lo}" for label, (w, t, lo) in tally.items())
+                 + ".")
+    return "\n".join(lines + notes) + "\n"
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """``hear-models compare``: primary scores of evaluate runs side by side."""
+    """``hear-models compare``: scores of evaluate runs side by side."""
     import argparse
+    import sys
 
     p = argparse.ArgumentParser(
         prog="hear-models compare",
-        description="Primary scores of `hear-models evaluate` runs beside a baseline run, on the tasks "
-                    "they share. A run is LABEL=PATH[,PATH...] or PATH: results.json files or the "
-                    "folders holding them (several paths: one run split over several evaluate calls).")
+        description="Scores of `hear-models evaluate` runs beside a baseline run, on the tasks they "
+                    "share (tasks in only some runs are listed under the table). A run is "
+                    "LABEL=PATH[,PATH...] or PATH: results.json files or the folders holding them "
+                    "(several paths: one run split over several evaluate calls).")
     p.add_argument("baseline", help="the run the others are compared with")
     p.add_argument("runs", nargs="+", help="runs to compare with the baseline")
+    p.add_argument("--metrics", choices=("primary", "all"), default="primary",
+                   help="primary (default): each task's primary metric; all: every metric the runs share")
     p.add_argument("--out", default=None, help="also write the Markdown table here")
     a = p.parse_args(argv)
 
@@ -460,15 +511,19 @@ def main(argv: Optional[List[str]] = None) -> int:
         label, _, paths = spec.partition("=") if "=" in spec else ("", "", spec)
         files = [Path(x) for x in paths.split(",") if x]
         if not files:
-            raise SystemExit(f"hear-models compare: {spec!r} names no results file")
+            raise CompareError(f"{spec!r} names no results file")
         first = files[0].parent if files[0].name == "results.json" else files[0]
         return label or first.name, read_results(files)
 
-    base_label, base = parse(a.baseline)
-    others = dict(parse(s) for s in a.runs)
-    if len(others) != len(a.runs):
-        raise SystemExit("hear-models compare: two runs have the same label; name them LABEL=PATH")
-    table = compare(base, others, base_label)
+    try:
+        base_label, base = parse(a.baseline)
+        others = dict(parse(s) for s in a.runs)
+        if len(others) != len(a.runs) or base_label in others:
+            raise CompareError("two runs have the same label; name them LABEL=PATH")
+        table = compare(base, others, base_label, all_metrics=a.metrics == "all")
+    except CompareError as e:
+        print(f"hear-models compare: error: {e}", file=sys.stderr)
+        return 2
     print(table, end="")
     if a.out:
         Path(a.out).write_text(table)

@@ -603,10 +603,48 @@ def test_compare_counts_wins_on_shared_task_versions(tmp_path):
     assert lines[0] == "| task | metric | chance | base | pre |"
     assert [ln.split(" | ")[0] for ln in lines[2:5]] == ["| a-v1-mini", "| b-v1-mini", "| c-v2-mini"]
     assert "**0.520** ± 0.050" in lines[2] and "| **0.300** ± 0.010 | 0.200" in lines[4]
-    assert lines[-1].endswith("**2 of 3** (1 by more than a fold std) |")  # a: +0.02 < std; b: no folds
+    # a: +0.02 < fold std (tie); b: +0.10, no folds (win); c: -0.10 > 0.01 (loss)
+    assert lines[-1] == ("**Against base** (primary metric, 3 shared tasks; wins / ties / losses by more than "
+                         "the larger fold std of the two, any difference on single-split tasks): pre 1 / 1 / 1.")
+    assert "c-v1-mini (only in pre)" in table  # a task of one run only is named, not dropped silently
 
     with pytest.raises(ValueError, match="share no task"):
         results.compare(results.read_results([Path(new1)]), {"x": results.read_results([Path(new2) / "results.json"])})
     mixed = write("mixed", [_result_row("m", "a-v1-mini", 0.5), _result_row("z", "b-v1-mini", 0.5)])
     with pytest.raises(ValueError, match="holds 2 models"):
         results.read_results([Path(mixed)])
+
+
+def test_compare_every_metric_and_clear_errors(tmp_path, capsys):
+    """--metrics all: every metric the runs share (the primary marked); a missing or wrong
+    path is one line on stderr and exit status 2, no traceback."""
+    from hear_models.evaluation import results
+
+    def write(name, rows):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps({"settings": {}, "rows": rows}))
+        return str(tmp_path / name)
+
+    def rows(model, acc, ap):
+        return [_result_row(model, "a-v1-mini", acc, 0.01),
+                dict(_result_row(model, "a-v1-mini", ap, 0.02, primary=False), metric="mAP"),
+                dict(_result_row(model, "a-v1-mini", 0.9, primary=False), metric="aucroc", status="no score")]
+
+    a, b = write("a", rows("m", 0.5, 0.6)), write("b", rows("m2", 0.4, 0.7))
+    assert results.main([a, b]) == 0
+    table = capsys.readouterr().out
+    assert "mAP" not in table and "b 0 / 0 / 1" in table
+    assert results.main([a, b, "--metrics", "all"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].startswith("| a-v1-mini | top1_acc * |") and "**0.500** ± 0.010 | 0.400 ± 0.010" in lines[2]
+    assert lines[3].startswith("| a-v1-mini | mAP |") and "0.600 ± 0.020 | **0.700** ± 0.020" in lines[3]
+    assert not any("aucroc" in ln for ln in lines)  # no score: not shown
+    for args, message in (([a, str(tmp_path / "nope")], "nope: no such results file"),
+                          ([a, f"x={b}", f"x={a}"], "two runs have the same label")):
+        assert results.main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("hear-models compare: error:") and message in err and "\n" not in err
+    (tmp_path / "probe").mkdir()
+    (tmp_path / "probe" / "probe.json").write_text("{}")
+    assert results.main([a, str(tmp_path / "probe")]) == 2
+    assert "a probe report" in capsys.readouterr().err

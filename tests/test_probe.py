@@ -90,8 +90,12 @@ def tasks(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def first(tasks, tmp_path_factory):
+    import warnings
+
     out = tmp_path_factory.mktemp("probe1")
-    assert P.main([MODEL, "--tasks", str(tasks), "--out", str(out), "--quiet"]) == 0
+    with warnings.catch_warnings():  # a scene and an event task, features and probes: no numpy warning
+        warnings.simplefilter("error", RuntimeWarning)
+        assert P.main([MODEL, "--tasks", str(tasks), "--out", str(out), "--quiet"]) == 0
     return out
 
 
@@ -118,10 +122,19 @@ def test_layer_plan_blocks_means_default_and_selection():
 
 
 # -- the command ---------------------------------------------------------------------------
+def _png_size(path: Path):
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", path
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
 def test_writes_every_output_with_one_row_per_layer(first):
-    for name in ("probe.csv", "probe.json", "best_layers.csv", "scores.png", "best_layer_hist.png", "report.md"):
+    for name in ("probe.csv", "probe.json", "best_layers.csv", "report.md", "report.html"):
         assert (first / name).stat().st_size > 0, name
-    assert (first / "scores.png").read_bytes()[:4] == b"\x89PNG"
+    for fig in ("scores", "best_layer_hist"):  # print size, and vector copies beside the PNG
+        assert _png_size(first / f"{fig}.png")[0] >= 1200, fig
+        assert (first / f"{fig}.svg").read_text().lstrip().startswith("<?xml")
+        assert (first / f"{fig}.pdf").read_bytes()[:5] == b"%PDF-"
     rows = _scores(first)
     for task, metric in (("tones-v1-test", "top1_acc"), ("beeps-v1-test", "event_onset_200ms_fms")):
         mine = [r for r in rows if r["task"] == task]
@@ -140,8 +153,22 @@ def test_writes_every_output_with_one_row_per_layer(first):
     with open(first / "probe.csv") as f:
         assert len(list(csv.DictReader(f))) == len(rows)
     report = (first / "report.md").read_text()
-    assert "scores.png" in report and "best_layer_hist.png" in report and "Seed 0" in report
-    assert "Protocol: linear" in report
+    assert "scores.png" in report and "best_layer_hist.png" in report and "**Seed** 0" in report
+    # the protocol as evaluate states it (results.protocol_lines), with the linear probe's first item
+    assert "- **Protocol**: linear probe" in report and "- **Tasks**: task folders in" in report
+    assert f"- **Model** `{MODEL}`: hear_models.conformer" in report and "- **Run**: hear-models" in report
+    assert f"**Command**: `hear-models probe {MODEL} --tasks" in report
+    # mean ± fold std, the best block of the task in bold
+    line = next(ln for ln in report.splitlines() if ln.startswith("| tones-v1-test"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    best = cells[-1]
+    tones = {r["layer"]: r for r in rows if r["task"] == "tones-v1-test"}
+    assert best == max((k for k in tones if tones[k]["kind"] == "block"), key=lambda k: tones[k]["score"])
+    assert cells[3 + int(best)] == f"**{tones[best]['score']:.3f}** ± {tones[best]['std']:.3f}"
+    assert "## Degenerate features" in report
+    page = (first / "report.html").read_text()  # self-contained: figures inline
+    assert page.count('src="data:image/png;base64,') == 2 and 'src="scores.png"' not in page
+    assert f"<b>{tones[best]['score']:.3f}</b> ± {tones[best]['std']:.3f}" in page
 
 
 def test_histogram_counts_every_class_once(first):
@@ -236,3 +263,98 @@ def test_named_member_blocks_of_unequal_widths(tasks, tmp_path):
     out = tmp_path / "crepe"
     assert P.main(["crepe_tiny", "--tasks", str(tasks), "--task", "tones", "--out", str(out), "--quiet"]) == 0
     assert [r["layer"] for r in _scores(out)] == [f"crepe.{i}" for i in range(1, 7)] + ["default"]
+
+
+# -- degenerate features, reports of several models, y-ranges -------------------------------
+def test_standardiser_handles_constant_and_non_finite_without_warnings():
+    import warnings
+
+    x = np.array([[1.0, 5.0, np.nan], [2.0, 5.0, 1.0], [3.0, 5.0, np.inf], [4.0, 5.0, 3.0]], dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        norm = P.Standardiser(x)
+        z = norm(x)
+        assert P._std([0.5, float("inf"), 0.7]) != P._std([0.5, float("inf"), 0.7])  # NaN: undefined
+        assert P._mean([0.5, float("inf")]) == float("inf")
+    assert norm.constant == 1 and norm.non_finite == 2
+    assert np.isfinite(z).all() and (z[:, 1] == 0).all()
+    assert z[0, 2] == 0 and z[2, 2] == 0  # non-finite: the training mean of the dimension
+    assert z[:, 0].mean() == pytest.approx(0, abs=1e-6) and z[:, 0].std() == pytest.approx(1, abs=1e-5)
+    assert "2 non-finite values" in P.degenerate_text(3, 1, 2, 4)
+    assert P.degenerate_text(3, 3, 0, 4).startswith("every dimension constant")
+    assert P.degenerate_text(3, 0, 0, 4) == ""
+
+
+def test_degenerate_layers_probe_without_warnings_and_are_named(tasks, first, tmp_path, monkeypatch):
+    """A constant block and a block with NaN / inf values: no numpy warning from the probe,
+    and the report says which layer of which task was degenerate."""
+    import warnings
+
+    real = P.Features.matrix
+
+    def matrix(self, split, layer):
+        x = real(self, split, layer)
+        if layer.key == "1":
+            return np.full_like(x, 0.25)
+        if layer.key == "2":
+            x = x.copy()
+            x[::3, 0] = np.nan
+            x[1::5, 1] = np.inf
+        return x
+
+    monkeypatch.setattr(P.Features, "matrix", matrix)
+    out = tmp_path / "degenerate"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        assert P.main([MODEL, "--tasks", str(tasks), "--task", "tones", "--out", str(out), "--quiet",
+                       "--cache-dir", str(first / "features")]) == 0
+    rows = {r["layer"]: r for r in _scores(out)}
+    assert rows["1"]["degenerate"].startswith("every dimension constant on a training split")
+    assert "non-finite values" in rows["2"]["degenerate"]
+    assert rows["0"]["degenerate"] == "" and rows["3"]["degenerate"] == ""
+    assert rows["1"]["score"] == pytest.approx(1 / 3)  # a constant layer: the class prior, at chance
+    report = (out / "report.md").read_text()
+    assert "tones-v1-test, layer `1`: every dimension constant" in report
+    assert "tones-v1-test, layer `2`:" in report and " ‡" in report
+
+
+def test_from_draws_several_models_in_one_report(first, tmp_path):
+    """--from: earlier runs drawn again without probing, several models in one report and
+    one figure (conformer: 4 blocks, CREPE: 6 layers -> the relative depth of a block)."""
+    from hear_models.evaluation import probe_report as R
+
+    crepe = tmp_path / "crepe"
+    tasks = json.loads((first / "probe.json").read_text())["settings"]["tasks"]
+    assert P.main(["crepe_tiny", "--tasks", tasks, "--task", "tones", "--out", str(crepe), "--quiet"]) == 0
+    both = tmp_path / "both"
+    assert P.main(["--from", str(first), "--from", str(crepe), "--out", str(both), "--y-range", "panel",
+                   "--note", "Two models."]) == 0
+    data = json.loads((both / "probe.json").read_text())
+    assert data["rows"] == _scores(first) + _scores(crepe)  # numbers unchanged
+    assert [(m, mem, n) for m, mem, n in R.curves(data["rows"])] == [(MODEL, "", 4), ("crepe_tiny", "crepe", 6)]
+    report = (both / "report.md").read_text()
+    assert report.startswith(f"# Layer-wise probe: {MODEL}, crepe_tiny\n\nTwo models.")
+    assert f"## {MODEL}" in report and "## crepe_tiny" in report and "relative depth" in report
+    assert "re-drawn from its probe.json with `hear-models probe --from" in report
+    assert _png_size(both / "scores.png")[0] >= 1200
+    assert P.main(["--from", str(first), "--from", str(first), "--out", str(tmp_path / "x")]) == 2
+    assert P.main(["--from", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2
+    assert P.main([MODEL, "--from", str(first), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_y_range_shared_per_metric_or_fixed():
+    from hear_models.evaluation import probe_report as R
+
+    def row(task, metric, score, std=None, chance=None):
+        return {"task": task, "metric": metric, "score": score, "std": std, "chance": chance}
+
+    rows = [row("a", "top1_acc", 0.9, 0.05, 0.1), row("b", "top1_acc", 0.5), row("c", "mAP", 0.3, 0.1, 0.2)]
+    shared = R.y_ranges(rows, "metric")
+    assert shared["a"] == shared["b"] and shared["a"][0] < 0.1 and shared["a"][1] > 0.95
+    assert shared["c"] != shared["a"]
+    own = R.y_ranges(rows, "panel")
+    assert own["a"] != own["b"]
+    assert R.y_ranges(rows, "metric,top1_acc=0:1")["b"] == (0.0, 1.0)
+    for bad in ("top1_acc=1:0", "top1_acc", "nonsense=a:b"):
+        with pytest.raises(ValueError, match="--y-range"):
+            R.parse_y_range(bad)
