@@ -542,10 +542,13 @@ def probe(models: Sequence[str], tasks: str, only: Optional[Sequence[str]] = Non
           max_train_frames: int = MAX_TRAIN_FRAMES, progress: bool = True) -> Dict[str, Any]:
     """Probe every layer of ``models`` on ``tasks``; writes the report into ``out`` and
     returns what ``probe.json`` holds."""
-    from .runner import SUITES, ensure_suite, find_tasks, load_embedder, resolve_model
+    from .runner import SUITES, check_heareval, ensure_suite, find_tasks, load_embedder, resolve_model
 
     if protocol not in PROTOCOLS:
         raise ValueError(f"--protocol {protocol!r}: expected one of {list(PROTOCOLS)}")
+    check_heareval()  # both protocols score with heareval's own functions: checked before any model loads
+    for name in models:
+        resolve_model(name, weights, model_options or {})
     out = Path(out).resolve()
     cache_root = Path(cache_dir).resolve() if cache_dir else out / "features"
     say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if progress else (lambda *a: None)
@@ -866,7 +869,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from .predict import GRIDS
-    from .runner import parse_model_options
+    from .runner import ToolMissing, parse_model_options
 
     a = build_parser().parse_args(argv)
     try:
@@ -885,7 +888,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except TaskFolderError as e:
         print(f"error: bad task folder: {e}", file=sys.stderr)
         return 2
-    except ValueError as e:
+    except (ValueError, ToolMissing) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     out = Path(a.out)

@@ -232,6 +232,8 @@ def evaluate(models: Sequence[str], tasks: str, only: Optional[Sequence[str]] = 
     given: Optional[List[Path]] = None
     if predict:
         check_heareval()  # before any model loads or anything is embedded
+    for name in models:  # a typo in the last model's name is found before the first one runs
+        resolve_model(name, weights, user_options)
     if tasks not in SUITES:  # every folder checked before a model loads (the rate comes later)
         given = []
         for f in find_tasks(Path(tasks), only):
