@@ -64,6 +64,13 @@ def _load(name: str, weights: Optional[str], options: dict):
     return module, model
 
 
+def cmd_list(args) -> int:
+    for name in registry.list_models():
+        spec = registry.get_spec(name)
+        print(f"{name:24s} {spec.module:28s} {spec.description}")
+    return 0
+
+
 def _json_object(text: str, option: str) -> dict:
     try:
         value = json.loads(text)
@@ -135,6 +142,8 @@ def check_out_dir(out: str) -> Path:
 
 
 def _bad_inputs_message(bad: Dict[str, str], total: int) -> str:
+    if total == 1:
+        return next(iter(bad.values()))
     return (f"{len(bad)} of {total} input(s) cannot be embedded: " + "; ".join(bad.values())
             + " (--keep-going embeds the others)")
 

@@ -66,7 +66,7 @@ def get_spec(name: str) -> ModelSpec:
         raise KeyError(unknown_model_message(name)) from None
 
 
-def create_model(name: str, weights: str | None = None, **options) -> "HearModel":
+def create_model(name: str, weights: str | None = None, **options) -> HearModel:
     """Build a registered model behind HEAR's API.
 
     Parameters
