@@ -5,6 +5,7 @@ left by a killed run; ``keep_checkpoints`` across resumes; the progress bar afte
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -110,12 +111,13 @@ def test_stale_temporary_files_go_and_keep_checkpoints_counts_across_resumes(cli
 
     from hear_models.training.engine import TrainingInterrupted, fit
 
-    ck = tmp_path / "checkpoints"
+    run = tmp_path / "run"
+    ck = run / "checkpoints"
 
     def cfg(steps):
         return load_config("maskspec_tiny_pretrain", TINY + [
             f"data.source={clips}", f"trainer.max_steps={steps}", "trainer.checkpoint_every=2",
-            "trainer.keep_checkpoints=2", f"trainer.out_dir={tmp_path}"])
+            "trainer.keep_checkpoints=2", f"trainer.out_dir={run}"])
 
     class TermAt(Callback):
         def on_train_batch_start(self, trainer, *a):
@@ -132,6 +134,12 @@ def test_stale_temporary_files_go_and_keep_checkpoints_counts_across_resumes(cli
     assert sorted(p.name for p in ck.glob("step*.ckpt")) == ["step0000008.ckpt", "step0000010.ckpt"]
     fit(cfg(14), resume=str(ck / "final.ckpt"))
     assert sorted(p.name for p in ck.glob("step*.ckpt")) == ["step0000012.ckpt", "step0000014.ckpt"]
+    # the run folder moved (another mount, a copy to scratch): Lightning's list names the old
+    # paths and is dropped; the files on disk still count
+    shutil.move(str(run), str(tmp_path / "moved"))
+    run, ck = tmp_path / "moved", tmp_path / "moved" / "checkpoints"
+    fit(cfg(18), resume="auto")
+    assert sorted(p.name for p in ck.glob("step*.ckpt")) == ["step0000016.ckpt", "step0000018.ckpt"]
 
 
 def test_progress_bar_counts_steps_to_max_steps_after_resume(clips, tmp_path):
