@@ -237,3 +237,19 @@ def test_validate_fails_on_a_validator_warning(tmp_path, monkeypatch, capsys):
 
 def test_validate_passes_offline_model(capsys):
     assert main(["validate", "whisper_tiny_en"]) == 0
+
+
+def test_probe_checks_heareval_before_a_model_loads(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    from hear_models.evaluation import runner
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "heareval" else real(n, *a))
+    monkeypatch.setattr(runner, "load_embedder", lambda *a, **k: pytest.fail("model loaded"))
+    assert main(["probe", "whisper_tiny_en", "--tasks", "smoke", "--out", str(tmp_path)]) == 2
+    err = _error_line(capsys)
+    assert "heareval is not installed" in err and "hear-models install-tools" in err
+    monkeypatch.setattr(importlib.util, "find_spec", real)
+    assert main(["evaluate", "whisper_tiny_en", "whisper_bse", "--tasks", "smoke", "--out", str(tmp_path)]) == 2
+    assert "did you mean whisper_base" in _error_line(capsys)  # the second name, before the first runs
