@@ -546,7 +546,7 @@ def probe(models: Sequence[str], tasks: str, only: Optional[Sequence[str]] = Non
 
     if protocol not in PROTOCOLS:
         raise ValueError(f"--protocol {protocol!r}: expected one of {list(PROTOCOLS)}")
-    check_heareval()  # both protocols score with heareval's own functions: checked before any model loads
+    check_heareval(hint="")  # both protocols score with heareval's own functions: checked before any model loads
     for name in models:
         resolve_model(name, weights, model_options or {})
     out = Path(out).resolve()

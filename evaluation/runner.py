@@ -317,14 +317,15 @@ def evaluate(models: Sequence[str], tasks: str, only: Optional[Sequence[str]] = 
     return rows, failures
 
 
-def check_heareval() -> None:
+def check_heareval(hint: str = "; --embeddings-only works without it") -> None:
     """heareval and the pytorch-lightning it needs are installed (checked before any model
     loads, so a missing tool does not cost an embedding run)."""
     import importlib.util
 
+    from hear_models.tools import missing_dependency_message
+
     if importlib.util.find_spec("heareval") is None:
-        raise ToolMissing("heareval is not installed: run scripts/install.sh (or `hear-models "
-                          "install-tools`); --embeddings-only works without it")
+        raise ToolMissing(missing_dependency_message("heareval") + hint)
     pl = _version("pytorch-lightning")
     if pl is None:
         raise ToolMissing("pytorch-lightning is not installed; heareval needs pytorch-lightning<2: "

@@ -80,7 +80,7 @@ def check_audio_file(path) -> Optional[str]:
 
 def truncation_message(path, promised: int, present: int, sr: int) -> str:
     return (f"{path}: truncated: its header promises {promised / sr:.3f} s ({promised} frames), the file "
-            f"holds {present / sr:.3f} s; only that is used")
+            f"holds {present / sr:.3f} s")
 
 
 def load_audio(path, sample_rate: int, mono: str = "mean") -> np.ndarray:
@@ -110,7 +110,7 @@ def load_audio(path, sample_rate: int, mono: str = "mean") -> np.ndarray:
     if truncated is None and data.shape[0] < promised:  # formats whose header libsndfile reports as is
         truncated = truncation_message(path, promised, data.shape[0], sr)
     if truncated is not None:
-        warnings.warn(truncated, TruncatedAudioWarning, stacklevel=2)
+        warnings.warn(f"{truncated}; only that is decoded", TruncatedAudioWarning, stacklevel=2)
     if data.shape[1] > 1 and mono == "error":
         raise ValueError(f"{path}: {data.shape[1]} channels, expected mono")
     audio = data.mean(axis=1)

@@ -102,10 +102,10 @@ def check_inputs(files: List[str], strict: bool) -> Tuple[List[str], Dict[str, s
             bad[f] = str(e)
             continue
         if truncated and strict:
-            bad[f] = f"{truncated} (--strict)"
+            bad[f] = f"{truncated} (--strict refuses truncated files)"
             continue
         if truncated:
-            print(f"warning: {truncated} (--strict refuses such files)", file=sys.stderr)
+            print(f"warning: {truncated}; using what is there (--strict refuses such files)", file=sys.stderr)
         good.append(f)
     return good, bad
 
@@ -141,11 +141,10 @@ def check_out_dir(out: str) -> Path:
     return path
 
 
-def _bad_inputs_message(bad: Dict[str, str], total: int) -> str:
+def _bad_inputs_message(bad: Dict[str, str], total: int, advice: str = "") -> str:
     if total == 1:
         return next(iter(bad.values()))
-    return (f"{len(bad)} of {total} input(s) cannot be embedded: " + "; ".join(bad.values())
-            + " (--keep-going embeds the others)")
+    return f"{len(bad)} of {total} input(s) cannot be used: " + "; ".join(bad.values()) + advice
 
 
 def cmd_embed(args) -> int:
@@ -158,7 +157,7 @@ def cmd_embed(args) -> int:
     registry.hear_module(args.model)  # an unknown name fails here, before anything is read
     good, bad = check_inputs(args.files, args.strict)
     if bad and not args.keep_going:
-        raise ValueError(_bad_inputs_message(bad, len(args.files)))
+        raise ValueError(_bad_inputs_message(bad, len(args.files), " (--keep-going embeds the others)"))
     out = check_out_dir(args.out)
     stems = output_stems(good, out)
     module, model = _load(args.model, args.weights, options) if good else (None, None)
@@ -232,7 +231,7 @@ def _check_tag_options(args) -> None:
             raise IsADirectoryError(f"--out {args.out}: is a folder, expected the JSON file to write")
     good, bad = check_inputs(args.files, strict=False)
     if bad:
-        raise ValueError(f"{len(bad)} of {len(args.files)} input(s) cannot be read: " + "; ".join(bad.values()))
+        raise ValueError(_bad_inputs_message(bad, len(args.files)))
     args.files = good
 
 

