@@ -392,8 +392,8 @@ def explain(e: BaseException) -> Tuple[str, int]:
 
     if isinstance(e, ModuleNotFoundError):
         text, status = missing_dependency_message(e.name) or f"{e} (an import failed)", 2
-    elif isinstance(e, KeyError):
-        text, status = str(e.args[0]) if e.args else repr(e), 2
+    elif isinstance(e, KeyError) and e.args and " " in str(e.args[0]):  # a sentence, not a bare key
+        text, status = str(e.args[0]), 2
     elif isinstance(e, OSError) and e.filename is not None and e.strerror:
         text, status = f"{e.filename}: {e.strerror}", 2
     elif isinstance(e, (OSError, ValueError)) or type(e).__module__.startswith("hear_models"):

@@ -98,6 +98,11 @@ def test_debug_shows_the_traceback(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HEAR_MODELS_DEBUG", "1")
     with pytest.raises(ValueError, match="nothing.wav: no such audio file"):
         main(["embed", str(tmp_path / "nothing.wav")])
+    monkeypatch.delenv("HEAR_MODELS_DEBUG")
+    monkeypatch.setattr("hear_models.registry.list_models", lambda *a: {}["bug"])  # not a user error
+    assert main(["list"]) == 1
+    err = _error_line(capsys)
+    assert "KeyError: 'bug' (an unexpected failure: `hear-models --debug ...` shows where" in err
 
 
 def test_close_matches_in_the_python_api():
