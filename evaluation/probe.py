@@ -620,11 +620,14 @@ def probe(models: Sequence[str], tasks: str, only: Optional[Sequence[str]] = Non
     """Probe every layer of ``models`` on ``tasks``; writes the report into ``out`` and
     returns what ``probe.json`` holds."""
     from .predict import grid_settings
-    from .runner import (SUITES, _version, ensure_suite, environment, find_tasks, load_embedder,
-                         registry_description, resolve_model, tasks_text)
+    from .runner import (SUITES, _version, check_heareval, ensure_suite, environment, find_tasks,
+                         load_embedder, registry_description, resolve_model, tasks_text)
 
     if protocol not in PROTOCOLS:
         raise ValueError(f"--protocol {protocol!r}: expected one of {list(PROTOCOLS)}")
+    check_heareval(hint="")  # both protocols score with heareval's own functions: checked before any model loads
+    for name in models:
+        resolve_model(name, weights, model_options or {})
     out = Path(out).resolve()
     cache_root = Path(cache_dir).resolve() if cache_dir else out / "features"
     say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if progress else (lambda *a: None)
@@ -807,7 +810,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import shlex
 
     from .predict import GRIDS
-    from .runner import parse_model_options
+    from .runner import ToolMissing, parse_model_options
 
     argv = list(sys.argv[1:] if argv is None else argv)
     a = build_parser().parse_args(argv)
@@ -844,7 +847,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except TaskFolderError as e:
             print(f"error: bad task folder: {e}", file=sys.stderr)
             return 2
-        except ValueError as e:
+        except (ValueError, ToolMissing) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
     print(f"report: {out / 'report.md'} and report.html ({len(report['rows'])} scores; probe.csv, probe.json, "

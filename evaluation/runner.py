@@ -232,6 +232,8 @@ def evaluate(models: Sequence[str], tasks: str, only: Optional[Sequence[str]] = 
     given: Optional[List[Path]] = None
     if predict:
         check_heareval()  # before any model loads or anything is embedded
+    for name in models:  # a typo in the last model's name is found before the first one runs
+        resolve_model(name, weights, user_options)
     if tasks not in SUITES:  # every folder checked before a model loads (the rate comes later)
         given = []
         for f in find_tasks(Path(tasks), only):
@@ -315,14 +317,15 @@ def evaluate(models: Sequence[str], tasks: str, only: Optional[Sequence[str]] = 
     return rows, failures
 
 
-def check_heareval() -> None:
+def check_heareval(hint: str = "; --embeddings-only works without it") -> None:
     """heareval and the pytorch-lightning it needs are installed (checked before any model
     loads, so a missing tool does not cost an embedding run)."""
     import importlib.util
 
+    from hear_models.tools import missing_dependency_message
+
     if importlib.util.find_spec("heareval") is None:
-        raise ToolMissing("heareval is not installed: run scripts/install.sh (or `hear-models "
-                          "install-tools`); --embeddings-only works without it")
+        raise ToolMissing(missing_dependency_message("heareval") + hint)
     pl = _version("pytorch-lightning")
     if pl is None:
         raise ToolMissing("pytorch-lightning is not installed; heareval needs pytorch-lightning<2: "

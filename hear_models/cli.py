@@ -6,6 +6,8 @@
     hear-models tag AUDIO... [--whisper PATH] [--head PATH] [--at-time-res 10] [--top-k 5]
     hear-models weights path NAME            a local weights file of a registered model
                                              (for heareval's --model, hear-validator's -m)
+    hear-models install-tools [--dry-run]    openai-whisper, heareval, hear-validator, torchcrepe
+                                             into this environment (the recipe of scripts/install.sh)
 
     hear-models tasks make|list ...          (hear_models.evaluation.tasks)
     hear-models train CONFIG [key=value ...] (hear_models.training.cli)
@@ -19,16 +21,21 @@
 
 Subsystems own their subcommands: ``DELEGATED`` maps a command to a module whose
 ``main(argv) -> int`` parses the rest of the command line (imported only when run).
+
+A user error (a typo in a model name, a missing file, a bad option, a missing optional
+dependency) ends the command with one line on stderr, ``error: ...``, and exit status 2;
+``--debug`` (anywhere on the line) or ``HEAR_MODELS_DEBUG=1`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from . import registry
 
@@ -64,18 +71,108 @@ def cmd_list(args) -> int:
     return 0
 
 
+def _json_object(text: str, option: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{option} is not JSON ({e}); e.g. {option} '{{\"layers\": \"all\"}}'") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{option} must be a JSON object, e.g. '{{\"layers\": \"all\"}}'")
+    return value
+
+
+def check_inputs(files: List[str], strict: bool) -> Tuple[List[str], Dict[str, str]]:
+    """Every audio file checked (header only) before a model loads: (good files, bad file ->
+    why). A file given twice is used once; a truncated file is a warning, or bad with
+    ``strict``."""
+    from .audio import check_audio_file
+
+    good: List[str] = []
+    bad: Dict[str, str] = {}
+    seen = set()
+    for f in files:
+        key = os.path.abspath(f)
+        if key in seen:
+            print(f"note: {f} is given twice; embedding it once", file=sys.stderr)
+            continue
+        seen.add(key)
+        try:
+            truncated = check_audio_file(f)
+        except (OSError, ValueError) as e:
+            bad[f] = str(e)
+            continue
+        if truncated and strict:
+            bad[f] = f"{truncated} (--strict refuses truncated files)"
+            continue
+        if truncated:
+            print(f"warning: {truncated}; using what is there (--strict refuses such files)", file=sys.stderr)
+        good.append(f)
+    return good, bad
+
+
+def output_stems(files: List[str], out: Path) -> Dict[str, Path]:
+    """Where each input's outputs go: its path relative to the inputs' deepest common
+    folder, mirrored under ``out``, without the extension (``a/x.wav``, ``b/x.wav`` ->
+    ``out/a/x.*.npy``, ``out/b/x.*.npy``). Two inputs that would share outputs (``x.wav``
+    and ``x.flac`` side by side) are refused."""
+    if not files:
+        return {}
+    paths = {f: Path(os.path.abspath(f)) for f in files}
+    root = Path(os.path.commonpath([str(p.parent) for p in paths.values()]))
+    stems: Dict[str, Path] = {}
+    owner: Dict[Path, str] = {}
+    for f, p in paths.items():
+        stem = out / p.relative_to(root).with_suffix("")
+        if stem in owner:
+            raise ValueError(f"{owner[stem]} and {f} would write the same outputs {stem}.*.npy; "
+                             "embed one of them with another --out")
+        owner[stem] = f
+        stems[f] = stem
+    return stems
+
+
+def check_out_dir(out: str) -> Path:
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"--out {out}: is a file, expected a folder for the .npy files")
+    path.mkdir(parents=True, exist_ok=True)
+    if not os.access(path, os.W_OK):
+        raise PermissionError(f"--out {out}: the folder is not writable")
+    return path
+
+
+def _bad_inputs_message(bad: Dict[str, str], total: int, advice: str = "") -> str:
+    if total == 1:
+        return next(iter(bad.values()))
+    return f"{len(bad)} of {total} input(s) cannot be used: " + "; ".join(bad.values()) + advice
+
+
 def cmd_embed(args) -> int:
     import numpy as np
     import torch
 
-    from .audio import load_audio
+    from .audio import TruncatedAudioWarning, load_audio
 
-    module, model = _load(args.model, args.weights, json.loads(args.model_options))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for f in args.files:
-        audio = torch.from_numpy(load_audio(f, model.sample_rate))[None]
-        stem = out / Path(f).stem
+    options = _json_object(args.model_options, "--model-options")
+    registry.hear_module(args.model)  # an unknown name fails here, before anything is read
+    good, bad = check_inputs(args.files, args.strict)
+    if bad and not args.keep_going:
+        raise ValueError(_bad_inputs_message(bad, len(args.files), " (--keep-going embeds the others)"))
+    out = check_out_dir(args.out)
+    stems = output_stems(good, out)
+    module, model = _load(args.model, args.weights, options) if good else (None, None)
+    for f in good:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", TruncatedAudioWarning)  # said by check_inputs
+                audio = torch.from_numpy(load_audio(f, model.sample_rate))[None]
+        except (OSError, ValueError) as e:  # a file that changed or decodes badly past its header
+            if not args.keep_going:
+                raise
+            bad[f] = str(e)
+            continue
+        stem = stems[f]
+        stem.parent.mkdir(parents=True, exist_ok=True)
         if args.kind in ("scene", "both"):
             emb = module.get_scene_embeddings(audio, model)[0].cpu().numpy()
             np.save(f"{stem}.scene.npy", emb)
@@ -86,16 +183,18 @@ def cmd_embed(args) -> int:
             np.save(f"{stem}.timestamps_ms.npy", ts[0].cpu().numpy())
             print(f"{f}: timestamp {tuple(emb.shape[1:])} every "
                   f"{float(ts[0, 1] - ts[0, 0]) if ts.shape[1] > 1 else 0:.1f} ms -> {stem}.timestamp.npy")
+    if bad:
+        print(f"not embedded: {len(bad)} of {len(args.files)} file(s):", file=sys.stderr)
+        for why in bad.values():
+            print(f"  {why}", file=sys.stderr)
+        return 1
     return 0
 
 
 def cmd_validate(args) -> int:
     """Run hearvalidator on a module and fail on any warning but its fixed advice."""
-    try:
-        from hearvalidator.validate import ValidateModel
-    except ImportError as e:
-        print(f"hearvalidator is not importable ({e}); run scripts/install.sh", file=sys.stderr)
-        return 2
+    from hearvalidator.validate import ValidateModel  # missing: the one-line install advice
+
     module_path, default_weights, spec_options = registry.hear_module(args.model)
     if spec_options:
         print(f"note: {args.model} options {spec_options} are not passed by hear-validator", file=sys.stderr)
@@ -114,14 +213,37 @@ def cmd_validate(args) -> int:
     return 0
 
 
+def _check_tag_options(args) -> None:
+    """Options and files of ``tag``, before a model loads."""
+    from .tagging import check_at_time_res
+
+    if args.top_k < 1:
+        raise ValueError(f"--top-k {args.top_k}: must be at least 1")
+    if not 0.0 <= args.threshold <= 1.0:
+        raise ValueError(f"--threshold {args.threshold}: a probability, between 0 and 1")
+    check_at_time_res(args.at_time_res)
+    for option, value in (("--head", args.head), ("--labels", args.labels)):
+        if value is not None and value.lower() != "none" and not Path(value).is_file():
+            raise FileNotFoundError(f"{option} {value}: no such file")
+    if args.out is not None:
+        check_out_dir(str(Path(args.out).parent or "."))
+        if Path(args.out).is_dir():
+            raise IsADirectoryError(f"--out {args.out}: is a folder, expected the JSON file to write")
+    good, bad = check_inputs(args.files, strict=False)
+    if bad:
+        raise ValueError(_bad_inputs_message(bad, len(args.files)))
+    args.files = good
+
+
 def cmd_tag(args) -> int:
     """Transcription and sound tags per time window, from one encoder pass per 30 s."""
     import torch
 
-    from .audio import load_audio
+    from .audio import TruncatedAudioWarning, load_audio
     from .checkpoints import load_whisper
     from .tagging import builtin_head, load_head, transcribe_and_tag
 
+    _check_tag_options(args)
     model = load_whisper(args.whisper)
     head_path = args.head
     if head_path is None:
@@ -139,14 +261,16 @@ def cmd_tag(args) -> int:
               "use an official {size}_ori.pth / {size}_low.pth file.", file=sys.stderr)
     results = {}
     for f in args.files:
-        audio = torch.from_numpy(load_audio(f, 16000))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", TruncatedAudioWarning)  # said by the input check
+            audio = torch.from_numpy(load_audio(f, 16000))
         r = transcribe_and_tag(model, audio, head, at_time_res=args.at_time_res, top_k=args.top_k,
-                               language=args.language, decode=not args.no_text)
+                               threshold=args.threshold, language=args.language, decode=not args.no_text)
         results[f] = r
         if not args.json:
             print(f"== {f}\n{r['text']}")
             for t in r["audio_tag"]:
-                names = ", ".join(f"{x['label']} ({x['logit']:+.2f})" for x in t["labels"])
+                names = ", ".join(f"{x['label']} {x['probability']:.2f}" for x in t["labels"]) or "-"
                 print(f"  {t['start']:7.1f}-{t['end']:7.1f} s  {names}")
     if args.json:
         print(json.dumps(results, indent=1, ensure_ascii=False))
@@ -172,9 +296,17 @@ def cmd_weights(args) -> int:
     return 0
 
 
+def cmd_install_tools(args) -> int:
+    from .tools import install_tools
+
+    return install_tools(test=args.test, dry_run=args.dry_run, constraints=args.constraint)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hear-models", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--debug", action="store_true", help="show the traceback of a failure (also: "
+                   "HEAR_MODELS_DEBUG=1); anywhere on the line")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("list", help="registered models")
@@ -186,7 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--weights", default=None, help="model_file_path for load_model")
     s.add_argument("--model-options", default="{}", help="JSON of load_model options")
     s.add_argument("--kind", choices=["scene", "timestamp", "both"], default="both")
-    s.add_argument("--out", default="embeddings")
+    s.add_argument("--out", default="embeddings", help="output folder; the inputs' paths are mirrored "
+                   "under it (a/x.wav -> OUT/a/x.scene.npy)")
+    s.add_argument("--keep-going", action="store_true", help="embed the good files and list the bad "
+                   "ones (exit status 1) instead of stopping before anything is embedded")
+    s.add_argument("--strict", action="store_true", help="refuse truncated files (header promises more "
+                   "audio than the file holds) instead of warning")
     s.set_defaults(func=cmd_embed)
 
     s = sub.add_parser("validate", help="hear-validator, failing on its warnings")
@@ -202,8 +339,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "packaged head for the offline base backbone; 'none': no tags")
     s.add_argument("--labels", default=None, help="CSV of label names overriding the head's")
     s.add_argument("--at-time-res", type=float, default=10.0, help="seconds per tag window (multiple of 0.4)")
-    s.add_argument("--top-k", type=int, default=5)
-    s.add_argument("--language", default=None)
+    s.add_argument("--top-k", type=int, default=5, help="at most this many labels per window (default 5)")
+    s.add_argument("--threshold", type=float, default=0.0,
+                   help="only labels with at least this probability (sigmoid of the head's logit; default 0)")
+    s.add_argument("--language", default=None, help="spoken language (default: detected; 'en' for "
+                   "English-only models)")
     s.add_argument("--no-text", action="store_true", help="tags only, no decoding")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.add_argument("--out", default=None, help="also write the JSON here")
@@ -215,6 +355,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "cache on first call), e.g. for heareval's --model")
     w.add_argument("name", help="registry name (hear-models list)")
     w.set_defaults(func=cmd_weights)
+
+    s = sub.add_parser("install-tools", help="install openai-whisper, heareval, hear-validator and "
+                       "torchcrepe into this environment, as scripts/install.sh does")
+    s.add_argument("--dry-run", action="store_true", help="print the pip commands, run nothing")
+    s.add_argument("--test", action="store_true", help="also the tools the test suite compares with")
+    s.add_argument("-c", "--constraint", action="append", default=[], metavar="FILE",
+                   help="pip constraints file for every pip call (beside the installed torch's version)")
+    s.set_defaults(func=cmd_install_tools)
 
     for command, (module, help_text) in DELEGATED.items():
         s = sub.add_parser(command, help=help_text, add_help=False)
@@ -229,12 +377,48 @@ def _delegate(module: str, argv: List[str]) -> int:
     return importlib.import_module(module).main(argv)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def _run(argv: List[str]) -> int:
     if argv and argv[0] in DELEGATED:  # straight through: argparse's REMAINDER drops a leading --help
         return _delegate(DELEGATED[argv[0]][0], argv[1:])
     args = build_parser().parse_args(argv)
     return args.func(args)
+
+
+def explain(e: BaseException) -> Tuple[str, int]:
+    """(one line for the user, exit status) for an exception that ended a command: 2 for
+    a user error (bad input, a missing file or dependency, a message of this package),
+    1 for anything else (with the way to see its traceback)."""
+    from .tools import missing_dependency_message
+
+    if isinstance(e, ModuleNotFoundError):
+        text, status = missing_dependency_message(e.name) or f"{e} (an import failed)", 2
+    elif isinstance(e, KeyError) and e.args and " " in str(e.args[0]):  # a sentence, not a bare key
+        text, status = str(e.args[0]), 2
+    elif isinstance(e, OSError) and e.filename is not None and e.strerror:
+        text, status = f"{e.filename}: {e.strerror}", 2
+    elif isinstance(e, (OSError, ValueError)) or type(e).__module__.startswith("hear_models"):
+        text, status = str(e), 2
+    else:
+        text, status = (f"{type(e).__name__}: {e} (an unexpected failure: `hear-models --debug ...` "
+                        "shows where; please report it)"), 1
+    return " ".join(text.split()), status
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("HEAR_MODELS_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
+    if debug:
+        return _run(argv)
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        text, status = explain(e)
+        print(f"error: {text}", file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":

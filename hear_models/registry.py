@@ -8,9 +8,14 @@ returns, so everything that works with HEAR modules works with registry names.
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import importlib.util
 from dataclasses import dataclass, field
-from typing import Any, Dict, List
+from typing import TYPE_CHECKING, Any, Dict, List
+
+if TYPE_CHECKING:
+    from .hear_api import HearModel
 
 
 @dataclass(frozen=True)
@@ -43,14 +48,23 @@ def list_models(offline: bool = False) -> List[str]:
     return sorted(n for n, s in _REGISTRY.items() if not (offline and s.downloads))
 
 
+def unknown_model_message(name: str, modules: bool = False) -> str:
+    """``unknown model 'whisper_bse'; did you mean whisper_base? ...``: close registry names
+    first (difflib), then all of them; ``modules``: HEAR module paths were accepted too."""
+    close = difflib.get_close_matches(name, list_models(), n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    what = " (neither a registered name nor an importable HEAR module)" if modules else ""
+    return f"unknown model {name!r}{what}; {hint}registered: {', '.join(list_models())} (hear-models list)"
+
+
 def get_spec(name: str) -> ModelSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown model {name!r}; known: {', '.join(list_models())}") from None
+        raise KeyError(unknown_model_message(name)) from None
 
 
-def create_model(name: str, weights: str | None = None, **options):
+def create_model(name: str, weights: str | None = None, **options) -> HearModel:
     """Build a registered model behind HEAR's API.
 
     Parameters
@@ -68,10 +82,22 @@ def create_model(name: str, weights: str | None = None, **options):
 
 
 def hear_module(name_or_module: str) -> tuple:
-    """Resolve a registry name or a HEAR module path to (module path, weights, options)."""
+    """Resolve a registry name or a HEAR module path to (module path, weights, options).
+
+    Raises
+    ------
+    KeyError
+        Neither a registered name nor an importable module (the message offers close names).
+    """
     if name_or_module in _REGISTRY:
         spec = _REGISTRY[name_or_module]
         return spec.module, spec.weights, dict(spec.options)
+    try:
+        found = importlib.util.find_spec(name_or_module) is not None
+    except (ImportError, ValueError):  # a parent package is missing, or an empty / relative name
+        found = False
+    if not found:
+        raise KeyError(unknown_model_message(name_or_module, modules=True))
     return name_or_module, "", {}
 
 

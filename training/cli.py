@@ -85,7 +85,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 3
     except TrainingInterrupted as e:
         print(f"interrupted: {e}", file=sys.stderr)
-        return 143  # 128 + SIGTERM, as a shell reports a process ended by it
+        return e.status  # 143 (SIGTERM) / 130 (SIGINT), as a shell reports a process ended by it
     print(json.dumps({"out_dir": cfg.trainer.out_dir,
                       "final_checkpoint": f"{cfg.trainer.out_dir}/checkpoints/final.ckpt"}))
     return 0

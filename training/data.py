@@ -312,7 +312,18 @@ def collate_with_index(batch: List[dict]) -> dict:
     return out
 
 
+def ignore_stop_signals(worker_id: int = 0) -> None:
+    """In a data-loader worker: ignore SIGTERM and SIGINT. Schedulers (SLURM, ``timeout``) and
+    Ctrl-C signal the whole process group; the main process finishes its step, checkpoints
+    and shuts the workers down itself, and a worker that died first would crash it."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _worker_init(worker_id: int) -> None:
+    ignore_stop_signals()
     info = torch.utils.data.get_worker_info()
     np.random.seed(info.seed % 2 ** 32)  # crops do not use it; other libraries might
     torch.set_num_threads(1)
@@ -352,4 +363,5 @@ def make_loader(ds: ClipDataset, batch_size: int, num_workers: int, seed: int, s
 def make_eval_loader(ds: ClipDataset, batch_size: int, num_workers: int) -> torch.utils.data.DataLoader:
     return torch.utils.data.DataLoader(
         ds, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=num_workers,
+        worker_init_fn=ignore_stop_signals if num_workers > 0 else None,
         generator=torch.Generator().manual_seed(0))

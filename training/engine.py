@@ -21,6 +21,7 @@ import json
 import math
 import os
 import random
+import signal
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -39,12 +40,14 @@ CKPT_KEY = "hear_models"
 
 
 class TrainingInterrupted(RuntimeError):
-    """The run got SIGTERM: it stopped after the current step, with a checkpoint to resume from."""
+    """The run got SIGTERM or SIGINT: it stopped after the current step, with a checkpoint to
+    resume from. ``status``: the exit status a shell gives a process ended by that signal."""
 
-    def __init__(self, step: int, checkpoint: str):
-        super().__init__(f"SIGTERM at step {step}: stopped after that step; checkpoint {checkpoint} "
-                         "(continue with --resume auto, or resume=PATH)")
-        self.step, self.checkpoint = step, checkpoint
+    def __init__(self, step: int, checkpoint: str, signal_name: str = "SIGTERM"):
+        super().__init__(f"{signal_name} at step {step}: stopped after that step; checkpoint {checkpoint} "
+                         f"(continue with the same command and --resume auto, or --resume {checkpoint})")
+        self.step, self.checkpoint, self.signal_name = step, checkpoint, signal_name
+        self.status = 128 + int(getattr(signal, signal_name, signal.SIGTERM))
 
 
 class NonFiniteLossError(RuntimeError):
@@ -379,16 +382,101 @@ class JsonlLogger(Callback):
 
 
 class CheckpointOnSigterm(Callback):
-    """On SIGTERM (a scheduler's pre-emption, ``kill``), write ``last.ckpt`` after the step in
-    flight. Lightning then stops the loop; :func:`fit` turns that into
-    :class:`TrainingInterrupted` (without this, Lightning exits with status 0 and nothing saved)."""
+    """On SIGTERM (a scheduler's pre-emption, ``kill``, ``timeout``) or SIGINT (Ctrl-C), write
+    ``last.ckpt`` after the step in flight. Lightning then stops the loop; :func:`fit` turns
+    that into :class:`TrainingInterrupted` (without this, Lightning exits with status 0 and
+    nothing saved on SIGTERM, status 1 and nothing saved on SIGINT).
+
+    SIGINT is routed to Lightning's SIGTERM handler (a second SIGINT stops at once); data
+    loader workers ignore both (:func:`training.data.ignore_stop_signals`), as schedulers
+    signal the whole process group and a worker killed mid-batch would crash the run."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self.signal_name = "SIGTERM"
+
+    def on_train_start(self, trainer, pl_module):
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return
+        term = signal.getsignal(signal.SIGTERM)  # Lightning's, registered by trainer.fit
+        if not callable(term):
+            return
+
+        def on_term(signum, frame):
+            self.signal_name = "SIGTERM"
+            term(signum, frame)
+
+        def on_int(signum, frame):
+            if trainer.received_sigterm:
+                raise KeyboardInterrupt
+            self.signal_name = "SIGINT"
+            term(signum, frame)
+
+        signal.signal(signal.SIGTERM, on_term)  # Lightning's teardown restores both
+        signal.signal(signal.SIGINT, on_int)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.received_sigterm:
             trainer.save_checkpoint(str(self.path), weights_only=False)
+
+
+class StepProgressBar(TQDMProgressBar):
+    """The bar counts optimizer steps up to ``trainer.max_steps``, also after a resume
+    (Lightning's counts batches of an epoch, whose number an endless loader does not have)."""
+
+    def _set_total(self, trainer) -> None:
+        bar = self.train_progress_bar
+        if bar is not None:
+            bar.reset(total=trainer.max_steps)
+            bar.initial = bar.n = trainer.global_step
+            bar.refresh()
+
+    def on_train_start(self, trainer, pl_module):
+        super().on_train_start(trainer, pl_module)
+        self._set_total(trainer)
+
+    def on_train_epoch_start(self, trainer, *args):
+        super().on_train_epoch_start(trainer, *args)
+        self._set_total(trainer)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        bar, n = self.train_progress_bar, trainer.global_step
+        if bar is not None and self._should_update(n, bar.total):
+            bar.n = n
+            bar.refresh()
+            bar.set_postfix(self.get_metrics(trainer, pl_module))
+
+
+class StepCheckpoint(ModelCheckpoint):
+    """``step*.ckpt`` every ``every_n_train_steps``, the newest ``save_top_k`` kept, counting
+    the files earlier runs in the same folder left (a resume, a run killed between writing
+    a step file and ``last.ckpt``): Lightning's own count starts from the resumed
+    checkpoint's list, which misses those."""
+
+    def on_train_start(self, trainer, pl_module):
+        super().on_train_start(trainer, pl_module)
+        if self.save_top_k < 0 or not trainer.is_global_zero or not self.dirpath:
+            return
+        for f in Path(self.dirpath).glob("step*.ckpt"):
+            try:
+                step = int(f.stem[len("step"):])
+            except ValueError:
+                continue
+            if step <= trainer.global_step and str(f) not in self.best_k_models:
+                self.best_k_models[str(f)] = torch.tensor(float(step))
+        keep = sorted(self.best_k_models, key=lambda k: float(self.best_k_models[k]), reverse=True)
+        for path in keep[self.save_top_k:]:
+            self.best_k_models.pop(path)
+            if Path(path).is_file():
+                os.remove(path)
+        if keep[: self.save_top_k]:
+            newest = keep[: self.save_top_k]
+            self.kth_best_model_path = newest[-1]
+            self.kth_value = self.best_k_models[self.kth_best_model_path]
+            self.best_model_path = newest[0]
+            self.best_model_score = self.best_k_models[self.best_model_path]
 
 
 # -- running --------------------------------------------------------------------------------------
@@ -417,14 +505,14 @@ def find_resume(out_dir: str, resume: Optional[str]) -> Optional[str]:
 def make_trainer(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> L.Trainer:
     t = cfg.trainer
     out = Path(t.out_dir)
-    ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="step{step:07d}",
+    ckpt = StepCheckpoint(dirpath=out / "checkpoints", filename="step{step:07d}",
                            auto_insert_metric_name=False, every_n_train_steps=max(1, t.checkpoint_every),
                            save_top_k=t.keep_checkpoints, monitor="step", mode="max",
                            save_last=True, save_on_train_epoch_end=False)
     cbs: List[Callback] = [JsonlLogger(out / "log.jsonl", t.log_every), ckpt,
                            CheckpointOnSigterm(out / "checkpoints" / "last.ckpt"), *callbacks]
     if t.progress_bar:
-        cbs.append(TQDMProgressBar(refresh_rate=max(1, min(t.log_every, 10))))
+        cbs.append(StepProgressBar(refresh_rate=max(1, min(t.log_every, 10))))
     return L.Trainer(
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
         precision=t.precision, max_steps=t.max_steps, max_epochs=-1,
@@ -451,6 +539,9 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, callbacks: Sequence[Call
     with open(out / "config.json", "w") as f:
         json.dump(cfg.to_dict(), f, indent=1)
     trainer = make_trainer(cfg, callbacks)
+    if trainer.is_global_zero:  # a run killed while writing a checkpoint leaves its temporary file
+        for stale in (out / "checkpoints").glob("*.ckpt.tmp-*"):
+            stale.unlink()
     # an objective that does not read audio (e.g. heads on cached features) brings its own data
     dm = module.make_datamodule() if hasattr(module, "make_datamodule") else AudioDataModule(cfg, module.sample_rate, module)
     with warnings.catch_warnings():
@@ -459,7 +550,8 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, callbacks: Sequence[Call
         try:
             trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
         except SIGTERMException:  # a SystemExit: without this, status 0 as if finished
-            raise TrainingInterrupted(trainer.global_step, str(out / "checkpoints" / "last.ckpt")) from None
+            sig = next((c.signal_name for c in trainer.callbacks if isinstance(c, CheckpointOnSigterm)), "SIGTERM")
+            raise TrainingInterrupted(trainer.global_step, str(out / "checkpoints" / "last.ckpt"), sig) from None
     trainer.save_checkpoint(str(out / "checkpoints" / "final.ckpt"), weights_only=False)
     return module
 
