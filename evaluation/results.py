@@ -522,7 +522,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise CompareError("two runs have the same label; name them LABEL=PATH")
         table = compare(base, others, base_label, all_metrics=a.metrics == "all")
     except CompareError as e:
-        print(f"hear-models compare: error: {e}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         return 2
     print(table, end="")
     if a.out:

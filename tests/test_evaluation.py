@@ -643,7 +643,7 @@ def test_compare_every_metric_and_clear_errors(tmp_path, capsys):
                           ([a, f"x={b}", f"x={a}"], "two runs have the same label")):
         assert results.main(args) == 2
         err = capsys.readouterr().err.strip()
-        assert err.startswith("hear-models compare: error:") and message in err and "\n" not in err
+        assert err.startswith("error:") and message in err and "\n" not in err
     (tmp_path / "probe").mkdir()
     (tmp_path / "probe" / "probe.json").write_text("{}")
     assert results.main([a, str(tmp_path / "probe")]) == 2
