@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib
 import json
 import os
 import shutil
@@ -150,23 +149,20 @@ def resolve_model(name: str, weights: Optional[str], user_options: dict) -> Tupl
     """-> (module path, weights, load_model options, embeddings folder name)."""
     from hear_models import registry
 
-    module_path, default_weights, options = registry.hear_module(name)
+    r = registry.resolve(name, weights, **user_options)
     folder = name + options_suffix(user_options)
     if weights is not None:  # heareval's name ignores the weights: two checkpoints would collide
         folder += options_suffix({"weights": Path(weights).name or str(weights) or "none"})  # '': no weights
-    return module_path, default_weights if weights is None else weights, {**options, **user_options}, folder
+    return r.module, r.weights, r.options, folder
 
 
 def load_embedder(module_path: str, weights: str, options: dict, device: Optional[str]) -> Embedder:
+    from hear_models import registry
+
     try:
-        module = importlib.import_module(module_path)
-    except ImportError as e:
-        raise SystemExit(f"error: cannot import HEAR module {module_path!r} ({e}); "
-                         "give a registry name (hear-models list) or an importable module") from None
-    for fn in ("load_model", "get_scene_embeddings", "get_timestamp_embeddings"):
-        if not hasattr(module, fn):
-            raise SystemExit(f"error: {module_path} is not a HEAR module (no {fn})")
-    model = module.load_model(weights, **options)
+        module, model = registry.load(module_path, weights, **options)
+    except (ImportError, KeyError) as e:
+        raise SystemExit(f"error: {e.args[0] if e.args else e}") from None
     return Embedder(module, model, device)
 
 

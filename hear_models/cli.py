@@ -56,12 +56,7 @@ VALIDATOR_ADVICE = "IMPORTANT: A common bug we have seen"
 
 
 def _load(name: str, weights: Optional[str], options: dict):
-    module_path, default_weights, spec_options = registry.hear_module(name)
-    import importlib
-
-    module = importlib.import_module(module_path)
-    model = module.load_model(default_weights if weights is None else weights, **{**spec_options, **options})
-    return module, model
+    return registry.load(name, weights, **options)
 
 
 def cmd_list(args) -> int:
@@ -154,7 +149,7 @@ def cmd_embed(args) -> int:
     from .audio import TruncatedAudioWarning, load_audio
 
     options = _json_object(args.model_options, "--model-options")
-    registry.hear_module(args.model)  # an unknown name fails here, before anything is read
+    registry.resolve(args.model)  # an unknown name fails here, before anything is read
     good, bad = check_inputs(args.files, args.strict)
     if bad and not args.keep_going:
         raise ValueError(_bad_inputs_message(bad, len(args.files), " (--keep-going embeds the others)"))
@@ -195,10 +190,10 @@ def cmd_validate(args) -> int:
     """Run hearvalidator on a module and fail on any warning but its fixed advice."""
     from hearvalidator.validate import ValidateModel  # missing: the one-line install advice
 
-    module_path, default_weights, spec_options = registry.hear_module(args.model)
-    if spec_options:
-        print(f"note: {args.model} options {spec_options} are not passed by hear-validator", file=sys.stderr)
-    weights = default_weights if args.weights is None else args.weights
+    r = registry.resolve(args.model, args.weights)
+    module_path, weights = r.module, r.weights
+    if r.options:
+        print(f"note: {args.model} options {r.options} are not passed by hear-validator", file=sys.stderr)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ValidateModel(module_path, weights, device=args.device)()

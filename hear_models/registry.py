@@ -65,7 +65,7 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def create_model(name: str, weights: str | None = None, **options) -> HearModel:
-    """Build a registered model behind HEAR's API.
+    """Build a registered model behind HEAR's API (what its module's ``load_model`` returns).
 
     Parameters
     ----------
@@ -76,13 +76,25 @@ def create_model(name: str, weights: str | None = None, **options) -> HearModel:
     **options
         Override the variant's options (same keywords as the module's ``load_model``).
     """
-    spec = get_spec(name)
-    module = importlib.import_module(spec.module)
-    return module.load_model(spec.weights if weights is None else weights, **{**spec.options, **options})
+    get_spec(name)  # registered names only (a module path: :func:`load`)
+    return load(name, weights, **options)[1]
 
 
-def hear_module(name_or_module: str) -> tuple:
-    """Resolve a registry name or a HEAR module path to (module path, weights, options).
+@dataclass(frozen=True)
+class Resolved:
+    """A registry name or a HEAR module path, resolved: what to import and how to call
+    its ``load_model``."""
+
+    module: str  # the HEAR module, e.g. "hear_models.whisper_at"
+    weights: str  # model_file_path
+    options: Dict[str, Any]  # load_model's other keywords
+
+
+def resolve(name_or_module: str, weights: str | None = None, **options) -> Resolved:
+    """The one resolver of the package (command line, evaluation, probes, :func:`create_model`):
+    a registry name gives its module, default weights and options (``weights`` and
+    ``options`` override them); any other name must be an importable module (a user's own
+    HEAR module), loaded with ``weights`` (default ``""``) and ``options``.
 
     Raises
     ------
@@ -91,14 +103,47 @@ def hear_module(name_or_module: str) -> tuple:
     """
     if name_or_module in _REGISTRY:
         spec = _REGISTRY[name_or_module]
-        return spec.module, spec.weights, dict(spec.options)
+        return Resolved(spec.module, spec.weights if weights is None else weights, {**spec.options, **options})
     try:
         found = importlib.util.find_spec(name_or_module) is not None
     except (ImportError, ValueError):  # a parent package is missing, or an empty / relative name
         found = False
     if not found:
         raise KeyError(unknown_model_message(name_or_module, modules=True))
-    return name_or_module, "", {}
+    return Resolved(name_or_module, "" if weights is None else weights, dict(options))
+
+
+def import_hear_module(module_path: str):
+    """Import a HEAR module, checking it has HEAR's three functions.
+
+    Raises
+    ------
+    ImportError
+        The module cannot be imported (``ModuleNotFoundError`` naming a missing dependency
+        passes through as is).
+    ValueError
+        The module lacks one of ``load_model``, ``get_scene_embeddings``,
+        ``get_timestamp_embeddings``.
+    """
+    try:
+        module = importlib.import_module(module_path)
+    except ModuleNotFoundError as e:
+        if e.name and (module_path == e.name or module_path.startswith(e.name + ".")):
+            raise ImportError(f"cannot import HEAR module {module_path!r} ({e}); give a registry name "
+                              "(hear-models list) or an importable module") from e
+        raise  # a dependency of the module is missing: ModuleNotFoundError names it
+    for fn in ("load_model", "get_scene_embeddings", "get_timestamp_embeddings"):
+        if not hasattr(module, fn):
+            raise ValueError(f"{module_path} is not a HEAR module (no {fn})")
+    return module
+
+
+def load(name_or_module: str, weights: str | None = None, **options) -> tuple:
+    """``(module, model)``: :func:`resolve`, :func:`import_hear_module`, then the module's
+    ``load_model(weights, **options)``."""
+    r = resolve(name_or_module, weights, **options)
+    module = import_hear_module(r.module)
+    return module, module.load_model(r.weights, **r.options)
 
 
 # -- the models ---------------------------------------------------------------------------

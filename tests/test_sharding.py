@@ -107,7 +107,8 @@ def test_merge_waits_for_every_shard(tasks, tmp_path):
     from hear_models.evaluation.runner import load_embedder
 
     task = E.read_task(tasks / TASKS[0], 16000)
-    module, weights, options = registry.hear_module(MODEL)
+    r = registry.resolve(MODEL)
+    module, weights, options = r.module, r.weights, r.options
     embedder = load_embedder(module, weights, options, "cpu")
     out = tmp_path / TASKS[0]
     assert E.embed_task_shard(embedder, task, out, 0, 3, progress=False) is not None
