@@ -321,7 +321,7 @@ def test_degenerate_layers_probe_without_warnings_and_are_named(tasks, first, tm
 def test_from_draws_several_models_in_one_report(first, tmp_path):
     """--from: earlier runs drawn again without probing, several models in one report and
     one figure (conformer: 4 blocks, CREPE: 6 layers -> the relative depth of a block)."""
-    from hear_models.evaluation import probe_report as R
+    from hear_models.evaluation.probe import report as R
 
     crepe = tmp_path / "crepe"
     tasks = json.loads((first / "probe.json").read_text())["settings"]["tasks"]
@@ -343,7 +343,7 @@ def test_from_draws_several_models_in_one_report(first, tmp_path):
 
 
 def test_y_range_shared_per_metric_or_fixed():
-    from hear_models.evaluation import probe_report as R
+    from hear_models.evaluation.probe import report as R
 
     def row(task, metric, score, std=None, chance=None):
         return {"task": task, "metric": metric, "score": score, "std": std, "chance": chance}

@@ -29,7 +29,7 @@ import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .results import NON_FINITE_NOTE, _fmt, _json_safe, csv_text, protocol_lines
+from ..results import NON_FINITE_NOTE, _fmt, _json_safe, csv_text, protocol_lines
 
 TIE = "tie"  # best_layers: every block gives the class the same average precision
 FIGURE_FORMATS = ("png", "svg", "pdf")
