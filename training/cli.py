@@ -24,10 +24,11 @@ from typing import List, Optional
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "configs":
-        from .config import CONFIG_DIR, list_configs
+        from .config import config_summary, list_configs
 
         for name in list_configs():
-            print(f"{name:28s} {CONFIG_DIR / (name + '.yaml')}")
+            objective, size, text = config_summary(name)
+            print(f"{name:24s} {objective:19s} {size:9s} {text}")
         return 0
     if argv and argv[0] == "plot":
         p = argparse.ArgumentParser(prog="hear-models train plot",
