@@ -107,10 +107,13 @@ def resolve_splits(cfg) -> None:
             d.test_split = ""
         else:
             run = same[0]
-            if not d.val_source:
+
+            def present(splits):  # a folder may hold fewer splits than its split_mode has
+                return all((folder / f"{s}.json").is_file() for s in splits)
+
+            if not d.val_source and present(run["valid"]):
                 d.val_source, d.val_split = str(folder), ",".join(run["valid"])
-            test = ",".join(run["test"])
-            d.test_split = test if all((folder / f"{s}.json").is_file() for s in run["test"]) else ""
+            d.test_split = ",".join(run["test"]) if present(run["test"]) else ""
     if d.test_split and event:
         raise ValueError(f"{folder.name} is an event task: a fine-tuned clip classifier gives no "
                          "timestamped events, so its metrics cannot be computed; set data.test_split=''")
@@ -233,12 +236,23 @@ class FinetuneModule(TrainModule):
         """The HEAR task folder being fine-tuned on (evaluation's reader), or None."""
         if not _is_task_folder(self.cfg.data.source):
             return None
-        from hear_models.evaluation.embeddings import read_task
+        if getattr(self, "_task", None) is not None:
+            return self._task or None
+        from hear_models.evaluation.embeddings import TaskFolderError, read_task
 
-        task = read_task(Path(self.cfg.data.source).expanduser(), self.sample_rate)
+        # metadata, vocabulary and split files (the audio is the data pipeline's business:
+        # it resamples from whatever rate the folder offers)
+        try:
+            task = read_task(Path(self.cfg.data.source).expanduser(), sample_rate=None, check_audio=False)
+        except TaskFolderError as e:
+            warnings.warn(f"heareval could not evaluate this task folder ({e}); validation is scored as "
+                          "for a manifest (top-1 accuracy / mAP)", UserWarning, stacklevel=2)
+            self._task = False
+            return None
         if list(task.labels) != list(self.cfg.model.labels):
             raise ValueError(f"{task.path}: labelvocabulary.csv {task.labels[:5]}... differs from the "
                              f"model's labels {self.cfg.model.labels[:5]}...")
+        self._task = task
         return task
 
     def score(self, probs: np.ndarray, target: np.ndarray, split: str = "",
