@@ -267,3 +267,22 @@ def test_configs_listing_and_every_packaged_config_builds(capsys):
     assert len(lines) == len(names)
     row = next(line for line in lines if line.startswith("atst_base_pretrain "))
     assert "atst_pretrain" in row and " base " in row and "AudioSet" in row
+
+
+def test_all_folds_reports_the_mean_over_heareval_runs(tmp_path, capsys):
+    from hear_models.training.cli import main
+
+    task = _tone_task(tmp_path)  # 3 folds: 3 heareval runs
+    out = tmp_path / "kfold"
+    assert main(["atst_finetune", *COMMON, *TINY["atst_finetune"], "data.batch_size=2", f"data.source={task}",
+                 f"trainer.out_dir={out}", "trainer.max_steps=2", "--all-folds"]) == 0
+    summary = json.loads((out / "test_scores.json").read_text())
+    runs = [json.loads((out / f"fold{i:02d}" / "test_scores.json").read_text()) for i in range(3)]
+    assert [r["test_split"] for r in runs] == ["fold00", "fold01", "fold02"]
+    assert [r["valid_split"] for r in runs] == ["fold01", "fold02", "fold00"]
+    for m in ("top1_acc", "mAP"):
+        vals = [r["scores"][m] for r in runs]
+        assert summary["scores"][m] == pytest.approx(np.mean(vals))
+        assert summary["stds"][m] == pytest.approx(np.std(vals, ddof=1))
+    assert summary["runs"] == 3 and '"runs": 3' in capsys.readouterr().out
+    assert main(["maskspec_tiny_pretrain", f"data.source={task}", "--all-folds"]) == 2

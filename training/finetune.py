@@ -335,3 +335,37 @@ class FinetuneModule(TrainModule):
         }
         (out / TEST_SCORES).write_text(json.dumps(report, indent=1) + "\n")
         print(json.dumps({"test_scores": str(out / TEST_SCORES), **report}), flush=True)
+
+
+def fit_all_folds(config: str, overrides=(), resume: Optional[str] = None) -> dict:
+    """Fine-tune once per heareval run of a HEAR task folder (``data.fold=0 .. k-1``, in
+    ``trainer.out_dir/foldNN``) and report what heareval reports for the task: the mean
+    (and sample std) over the runs of every metric, in ``trainer.out_dir/test_scores.json``."""
+    from .config import load_config
+    from .engine import fit
+    from .objectives import get_objective
+
+    cfg = load_config(config, overrides)
+    if not issubclass(get_objective(cfg.objective).module, FinetuneModule):
+        raise ValueError(f"--all-folds: {cfg.objective} is not a fine-tuning objective")
+    if not _is_task_folder(cfg.data.source):
+        raise ValueError(f"--all-folds: data.source={cfg.data.source!r} is not a HEAR task folder")
+    folder = Path(cfg.data.source).expanduser()
+    runs = heareval_runs(json.loads((folder / "task_metadata.json").read_text()))
+    out = Path(cfg.trainer.out_dir)
+    reports = []
+    for i in range(len(runs)):
+        run_dir = out / f"fold{i:02d}"
+        fit(load_config(config, [*overrides, f"data.fold={i}", f"trainer.out_dir={run_dir}"]),
+            resume="auto" if resume else None)
+        reports.append(json.loads((run_dir / TEST_SCORES).read_text()))
+    metrics = list(reports[0]["scores"])
+    values = {m: np.array([r["scores"][m] for r in reports], dtype=float) for m in metrics}
+    summary = {"task": reports[0]["task"], "objective": cfg.objective, "runs": len(reports),
+               "primary": reports[0]["primary"], "scores": {m: float(v.mean()) for m, v in values.items()},
+               "stds": {m: float(v.std(ddof=1)) if len(v) > 1 else None for m, v in values.items()},
+               "per_run": [{"fold": r["fold"], "test_split": r["test_split"], "scores": r["scores"]} for r in reports],
+               "init": reports[0]["init"], "scorer": reports[0]["scorer"]}
+    (out / TEST_SCORES).write_text(json.dumps(summary, indent=1) + "\n")
+    print(json.dumps({"test_scores": str(out / TEST_SCORES), **summary}), flush=True)
+    return summary
