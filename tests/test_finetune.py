@@ -286,3 +286,25 @@ def test_all_folds_reports_the_mean_over_heareval_runs(tmp_path, capsys):
         assert summary["stds"][m] == pytest.approx(np.std(vals, ddof=1))
     assert summary["runs"] == 3 and '"runs": 3' in capsys.readouterr().out
     assert main(["maskspec_tiny_pretrain", f"data.source={task}", "--all-folds"]) == 2
+
+
+def test_atst_finetune_from_an_official_audiossl_checkpoint(tmp_path):
+    """A DINO-style official file: the TEACHER encoder, converted, is the starting point."""
+    import argparse
+
+    from hear_models.models.atst import checkpoint_filter_fn
+    from hear_models.training.engine import build_module
+    from tests.test_atst import official_state
+
+    teacher, student = official_state(D=64, layers=1, seed=1), official_state(D=64, layers=1, seed=2)
+    path = tmp_path / "official.ckpt"
+    torch.save({"teacher": {"module.backbone." + k: v for k, v in teacher.items()},
+                "student": {"module.backbone." + k: v for k, v in student.items()},
+                "args": argparse.Namespace(arch="ast", anchor_len=[6.0, 6.0])}, path)
+    task = _tone_task(tmp_path, "trainvaltest")
+    cfg = load_config("atst_finetune", COMMON + [f"model.init={path}", f"data.source={task}",
+                                                 f"trainer.out_dir={tmp_path / 'o'}"])
+    module = build_module(cfg)
+    assert (module.model.dims.width, module.model.dims.layers) == (64, 1)
+    for k, v in checkpoint_filter_fn(teacher).items():
+        assert torch.equal(module.model.encoder.state_dict()[k], v), k
