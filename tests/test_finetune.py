@@ -308,3 +308,17 @@ def test_atst_finetune_from_an_official_audiossl_checkpoint(tmp_path):
     assert (module.model.dims.width, module.model.dims.layers) == (64, 1)
     for k, v in checkpoint_filter_fn(teacher).items():
         assert torch.equal(module.model.encoder.state_dict()[k], v), k
+
+
+def test_event_task_trains_on_clip_labels_and_validates_by_map(tmp_path):
+    from hear_models.training.engine import fit
+
+    task = _tone_task(tmp_path, "trainvaltest", event=True)
+    with pytest.warns(UserWarning, match="event task"):
+        cfg = load_config("conformer_finetune", COMMON + TINY["conformer_finetune"] + [
+            f"data.source={task}", f"trainer.out_dir={tmp_path / 'ev'}", "trainer.max_steps=2",
+            "trainer.val_every=1", "data.batch_size=2"])
+        fit(cfg)
+    log = [json.loads(line) for line in (tmp_path / "ev" / "log.jsonl").read_text().splitlines()]
+    assert cfg.model.multilabel is True and 0.0 <= log[-1]["val/score"] <= 1.0  # clip-level mAP
+    assert not (tmp_path / "ev" / "test_scores.json").exists()

@@ -84,6 +84,9 @@ def resolve_splits(cfg) -> None:
     folder = Path(d.source).expanduser()
     meta = json.loads((folder / "task_metadata.json").read_text())
     event = meta.get("embedding_type") == "event"
+    if event and d.test_split not in ("", "auto"):
+        raise ValueError(f"{folder.name} is an event task: a fine-tuned clip classifier gives no "
+                         "timestamped events, so its metrics cannot be computed; set data.test_split=''")
     runs = heareval_runs(meta) if "split_mode" in meta else []
     if d.fold >= 0:
         if d.fold >= len(runs):
@@ -114,12 +117,10 @@ def resolve_splits(cfg) -> None:
             if not d.val_source and present(run["valid"]):
                 d.val_source, d.val_split = str(folder), ",".join(run["valid"])
             d.test_split = ",".join(run["test"]) if present(run["test"]) else ""
-    if d.test_split and event:
-        raise ValueError(f"{folder.name} is an event task: a fine-tuned clip classifier gives no "
-                         "timestamped events, so its metrics cannot be computed; set data.test_split=''")
-    if event and d.test_split == "":
-        warnings.warn(f"{folder.name} is an event task: trained on clip-level labels, no test score",
-                      UserWarning, stacklevel=2)
+    if event:
+        warnings.warn(f"{folder.name} is an event task: trained on clip-level labels, validated by their "
+                      "mAP, no test score", UserWarning, stacklevel=2)
+        d.test_split = ""
     for s in _splits(d.test_split):
         if not (folder / f"{s}.json").is_file():
             raise ValueError(f"data.test_split={d.test_split!r}: {folder} has no split {s!r}")
@@ -233,7 +234,8 @@ class FinetuneModule(TrainModule):
 
     # -- scoring -------------------------------------------------------------------------
     def task(self):
-        """The HEAR task folder being fine-tuned on (evaluation's reader), or None."""
+        """The HEAR scene task folder being fine-tuned on (evaluation's reader), or None
+        (a manifest, an event task, a folder heareval cannot read)."""
         if not _is_task_folder(self.cfg.data.source):
             return None
         if getattr(self, "_task", None) is not None:
@@ -247,6 +249,9 @@ class FinetuneModule(TrainModule):
         except TaskFolderError as e:
             warnings.warn(f"heareval could not evaluate this task folder ({e}); validation is scored as "
                           "for a manifest (top-1 accuracy / mAP)", UserWarning, stacklevel=2)
+            self._task = False
+            return None
+        if task.embedding_type == "event":  # trained on clip-level labels: no event metrics
             self._task = False
             return None
         if list(task.labels) != list(self.cfg.model.labels):
