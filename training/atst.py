@@ -21,6 +21,22 @@ The recipe (``configs/atst_*_pretrain.yaml``), as audiossl's ``ATSTLightningModu
 Clips shorter than a view are not an error: the view is the whole clip, zero-padded, and
 the padded tokens are masked as attention keys (the CLS output ignores them).
 The teacher encoder is what downstream uses (and what ``export`` writes).
+
+Fine-tuning (``atst_finetune``, ``configs/atst_finetune.yaml``; the paper's section 3 and
+audiossl's ``train_finetune.py``): every weight updates; the segment embedding is
+[CLS ; mean of the tokens] of the last block (after the final LayerNorm), 2 D; clips
+longer than ``max_seconds`` (12 s) are cropped to 12 s (randomly in training, centrally
+for validation and test), then cut into ``chunk_seconds`` (6 s) chunks encoded
+independently, whose embeddings are averaged; head: BatchNorm without affine parameters
++ Linear. SGD (momentum 0.9, no weight decay), lr = base_lr x global batch / 256, linear
+warm-up for ``warmup_epochs`` (5) then cosine to 1e-6, gradient clipping at 3. Augmentation
+(multilabel and command tasks): Mixup of the log-mels and the labels (an in-batch partner,
+``lam = max(l, 1 - l)``, ``l ~ Beta(0.5, 0.5)``; audiossl draws the partner from a memory
+of past clips) and BYOL-A random resized crop; none for speaker-like tasks
+(``data.mixup=0 model.rrc=false``). Initialised from any file ``hear_models.atst`` reads
+(the packaged tiny, our exports, official audiossl checkpoints); the sizes come from the
+file. Export: the encoder (``hear_models.atst/1``, read by ``hear_models.atst.load_model``)
+plus ``head``, ``labels``, ``multilabel``.
 """
 
 from __future__ import annotations
@@ -34,9 +50,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hear_models.models.atst import (SAMPLE_RATE, TOKEN_CENTER, TOKEN_FRAMES, TOKEN_HOP, ATSTDims,
-                                     ATSTEncoder, ATSTFrontend, init_atst_weights)
+                                     ATSTEncoder, ATSTFrontend, init_atst_weights, masked_mean)
+from hear_models.models.atst import n_tokens as n_tokens_of
 
 from .engine import TrainModule
+from .finetune import FinetuneConfig, FinetuneModule
 
 
 @dataclass
@@ -101,6 +119,32 @@ def cosine_to(start: float, end: float, step: int, total: int) -> float:
     """``end + (start - end) (1 + cos(pi step / total)) / 2``: start at 0, end at total."""
     t = min(max(step, 0), total) / max(total, 1)
     return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def random_resized_crop(mel: Tensor, tokens: Tensor, virtual_scale=(1.0, 1.5), freq_scale=(0.6, 1.5),
+                        time_scale=(0.6, 1.5)) -> Tensor:
+    """BYOL-A Random Resized Crop of each clip's valid part (4 x tokens frames): the
+    spectrogram centred on a zero canvas (virtual scale), a random crop of size
+    (freq_scale x F, time_scale x T) clipped to the canvas, resized back (bicubic)."""
+    out = mel.clone()
+    Fq = mel.shape[1]
+    u = torch.rand(mel.shape[0], 4)
+    for b in range(mel.shape[0]):
+        T = int(tokens[b]) * TOKEN_FRAMES
+        x = mel[b, :, :T]
+        H, W = int(Fq * virtual_scale[0]), int(T * virtual_scale[1])
+        canvas = x.new_zeros(H, W)
+        y0, x0 = (H - Fq) // 2, (W - T) // 2
+        canvas[y0:y0 + Fq, x0:x0 + T] = x
+        fs = freq_scale[0] + (freq_scale[1] - freq_scale[0]) * float(u[b, 0])
+        ts = time_scale[0] + (time_scale[1] - time_scale[0]) * float(u[b, 1])
+        h = min(max(int(fs * Fq), 1), H)
+        w = min(max(int(ts * T), 1), W)
+        i = int(float(u[b, 2]) * (H - h + 1)) if H > h else 0
+        j = int(float(u[b, 3]) * (W - w + 1)) if W > w else 0
+        crop = canvas[i:i + h, j:j + w][None, None]
+        out[b, :, :T] = F.interpolate(crop, size=(Fq, T), mode="bicubic", align_corners=True)[0, 0]
+    return out
 
 
 class ATSTBYOL(nn.Module):
@@ -181,29 +225,8 @@ class ATSTBYOL(nn.Module):
         return out
 
     def random_resized_crop(self, mel: Tensor, tokens: Tensor) -> Tensor:
-        """BYOL-A Random Resized Crop of each view's valid part (4 x tokens frames): the
-        spectrogram centred on a zero canvas (virtual scale), a random crop of size
-        (freq_scale x F, time_scale x T) clipped to the canvas, resized back (bicubic)."""
         c = self.cfg
-        out = mel.clone()
-        Fq = mel.shape[1]
-        u = torch.rand(mel.shape[0], 4)
-        for b in range(mel.shape[0]):
-            T = int(tokens[b]) * TOKEN_FRAMES
-            x = mel[b, :, :T]
-            H, W = int(Fq * c.rrc_virtual_scale[0]), int(T * c.rrc_virtual_scale[1])
-            canvas = x.new_zeros(H, W)
-            y0, x0 = (H - Fq) // 2, (W - T) // 2
-            canvas[y0:y0 + Fq, x0:x0 + T] = x
-            fs = c.rrc_freq_scale[0] + (c.rrc_freq_scale[1] - c.rrc_freq_scale[0]) * float(u[b, 0])
-            ts = c.rrc_time_scale[0] + (c.rrc_time_scale[1] - c.rrc_time_scale[0]) * float(u[b, 1])
-            h = min(max(int(fs * Fq), 1), H)
-            w = min(max(int(ts * T), 1), W)
-            i = int(float(u[b, 2]) * (H - h + 1)) if H > h else 0
-            j = int(float(u[b, 3]) * (W - w + 1)) if W > w else 0
-            crop = canvas[i:i + h, j:j + w][None, None]
-            out[b, :, :T] = F.interpolate(crop, size=(Fq, T), mode="bicubic", align_corners=True)[0, 0]
-        return out
+        return random_resized_crop(mel, tokens, c.rrc_virtual_scale, c.rrc_freq_scale, c.rrc_time_scale)
 
     def forward(self, audio: Tensor, lengths: Tensor, augment: bool = True) -> Tuple[Tensor, Dict[str, Tensor]]:
         """audio (B, n), lengths (B,) -> (loss, logs)."""
@@ -301,3 +324,151 @@ class ATSTPretrain(TrainModule):
         return {"format": EXPORT_FORMAT, "dims": dims, "state_dict": sd,
                 "chunk_seconds": float(self.cfg.model.view_seconds),
                 "description": f"atst-{self.cfg.model.variant} teacher, trained with hear-models ({self.cfg.objective})"}
+
+
+# -- fine-tuning ------------------------------------------------------------------------------
+@dataclass
+class ATSTFinetuneConfig(FinetuneConfig):
+    variant: str = "tiny"  # tiny | small | base (used when init is empty)
+    width: int = 0  # size overrides of the variant (0 = the variant's); for tests
+    layers: int = 0
+    heads: int = 0
+    drop_path: float = 0.1
+    init: str = ""  # any ATST file hear_models.atst reads (packaged:..., export, official); "" = random
+    max_seconds: float = 12.0  # longer clips: a 12 s crop (random in training, central otherwise)
+    chunk_seconds: float = 6.0  # cut into chunks of this length, encoded independently, averaged
+    rrc: bool = True  # BYOL-A random resized crop (training); off for speaker-like tasks
+    rrc_virtual_scale: Tuple[float, float] = (1.0, 1.5)
+    rrc_freq_scale: Tuple[float, float] = (0.6, 1.5)
+    rrc_time_scale: Tuple[float, float] = (0.6, 1.5)
+
+
+class ATSTClassifier(nn.Module):
+    """The ATST paper's fine-tuning model: the encoder (every weight trained) and a linear
+    head on the segment embedding [CLS ; mean of the tokens] of the LAST block (after the
+    encoder's final LayerNorm), 2 D wide, averaged over the clip's 6 s chunks; the head is
+    audiossl's ``LinearHead``: BatchNorm without affine parameters, Linear (std 0.01, zero
+    bias)."""
+
+    def __init__(self, dims: ATSTDims, n_classes: int, chunk_tokens: int):
+        super().__init__()
+        self.dims = dims
+        self.chunk_tokens = int(chunk_tokens)
+        self.frontend = ATSTFrontend()
+        self.encoder = ATSTEncoder(dims)
+        init_atst_weights(self.encoder)
+        self.head_norm = nn.BatchNorm1d(2 * dims.width, affine=False)
+        self.head = nn.Linear(2 * dims.width, n_classes)
+        nn.init.normal_(self.head.weight, std=0.01)
+        nn.init.zeros_(self.head.bias)
+
+    def segment_embedding(self, mel: Tensor, tokens: Tensor) -> Tensor:
+        """mel (B, 64, 4 K), valid tokens (B,) -> (B, 2 D): per chunk of ``chunk_tokens``,
+        [CLS ; mean of its valid tokens]; chunks averaged, the first always, a later one
+        when more than half of it is the clip's."""
+        K, C = mel.shape[-1] // TOKEN_FRAMES, self.chunk_tokens
+        total, count = None, torch.zeros(mel.shape[0], device=mel.device)
+        for i, start in enumerate(range(0, K, C)):
+            width = min(C, K - start)
+            valid = (tokens - start).clamp(0, width)
+            use = torch.ones_like(valid, dtype=torch.bool) if i == 0 else valid > C // 2
+            if i > 0 and not bool(use.any()):
+                break
+            padding = torch.arange(width, device=mel.device)[None] >= valid.clamp_min(1)[:, None]
+            chunk = mel[..., TOKEN_FRAMES * start: TOKEN_FRAMES * (start + width)]
+            h = self.encoder(chunk, padding if bool(padding.any()) else None)
+            emb = torch.cat([h[:, 0], masked_mean(h[:, 1:], padding)], dim=-1) * use[:, None].to(h.dtype)
+            total = emb if total is None else total + emb
+            count = count + use
+        return total / count.clamp_min(1)[:, None].to(total.dtype)
+
+    def forward(self, mel: Tensor, tokens: Tensor) -> Tensor:
+        return self.head(self.head_norm(self.segment_embedding(mel, tokens).float()))
+
+
+def valid_tokens(lengths: Tensor, max_tokens: int) -> Tensor:
+    """Tokens centred inside each clip's valid samples (``n_tokens``), 1 .. max_tokens."""
+    return ((lengths - int(TOKEN_CENTER)).clamp_min(0) // TOKEN_HOP + 1).clamp(1, max_tokens)
+
+
+class ATSTFinetune(FinetuneModule):
+    """Fine-tuning of an ATST encoder with the paper's protocol (module docstring of
+    :mod:`hear_models.training.finetune` for labels, validation, test score)."""
+
+    sample_rate = SAMPLE_RATE
+
+    def build_model(self):
+        m = self.cfg.model
+        chunk = int(round(m.chunk_seconds * SAMPLE_RATE / TOKEN_HOP))
+        if m.init:
+            from hear_models.atst import build_encoder
+
+            _, encoder, _, _ = build_encoder(m.init)
+            dims = ATSTDims.from_dict({**encoder.dims.to_dict(), "drop_path": m.drop_path})
+        else:
+            over = {k: getattr(m, k) for k in ("width", "layers", "heads") if getattr(m, k)}
+            dims, encoder = ATSTDims.variant(m.variant, drop_path=m.drop_path, **over), None
+        if not 1 <= chunk <= dims.max_tokens or abs(chunk * TOKEN_HOP - m.chunk_seconds * SAMPLE_RATE) > 1e-3:
+            raise ValueError(f"model.chunk_seconds={m.chunk_seconds}: a multiple of 0.04 s, at most "
+                             f"{dims.max_tokens * 0.04:g} s")
+        model = ATSTClassifier(dims, m.n_classes, chunk)
+        if encoder is not None:
+            model.encoder.load_state_dict(encoder.state_dict())
+        return model
+
+    @property
+    def eval_window_seconds(self) -> float:
+        return 0.0  # crop_audio() and the chunks handle any length
+
+    def crop_audio(self, audio: Tensor, lengths: Tensor, random: bool) -> Tuple[Tensor, Tensor]:
+        """Clips longer than ``max_seconds``: a crop of that length, at a random start
+        (training) or central."""
+        M = int(round(self.cfg.model.max_seconds * SAMPLE_RATE))
+        lengths = lengths.to(audio.device).clamp(min=1, max=audio.shape[1])
+        if int(lengths.max()) <= M:
+            return audio[:, :int(lengths.max())], lengths
+        room = (lengths - M).clamp_min(0)
+        start = (torch.rand(len(room), device=audio.device) * (room + 1)).floor().long() if random else room // 2
+        idx = (start[:, None] + torch.arange(M, device=audio.device)).clamp(max=audio.shape[1] - 1)
+        return torch.gather(audio, 1, idx), lengths.clamp(max=M)
+
+    def features(self, audio: Tensor, lengths: Tensor, train: bool) -> Tuple[Tensor, Tensor]:
+        audio, lengths = self.crop_audio(audio, lengths, random=train)
+        K = max(1, n_tokens_of(audio.shape[1]))
+        mel = self.model.frontend(audio, tokens=K)
+        return mel, valid_tokens(lengths, K)
+
+    def clip_probabilities(self, audio, lengths):
+        mel, tokens = self.features(audio, lengths, train=False)
+        return self.activate(self.model(mel, tokens))
+
+    def compute_loss(self, batch, train: bool = True):
+        mel, tokens = self.features(batch["audio"], batch["lengths"], train)
+        target = batch["target"].to(mel.dtype)
+        if train and self.cfg.data.mixup > 0 and float(torch.rand(())) < self.cfg.data.mixup:
+            from .data import mixup
+
+            mel, target, _, perm = mixup(mel, target, self.cfg.data.mixup_alpha)
+            tokens = torch.maximum(tokens, tokens[perm])
+        if train and self.cfg.model.rrc:
+            m = self.cfg.model
+            mel = random_resized_crop(mel, tokens, m.rrc_virtual_scale, m.rrc_freq_scale, m.rrc_time_scale)
+        logits = self.model(mel, tokens).float()
+        if self.cfg.model.multilabel:
+            return F.binary_cross_entropy_with_logits(logits, target.float()), {}
+        loss = F.cross_entropy(logits, target.float())
+        return loss, {"acc": (logits.argmax(-1) == target.argmax(-1)).float().mean()}
+
+    def export_state(self) -> dict:
+        from hear_models.atst import EXPORT_FORMAT
+
+        dims = self.model.dims.to_dict()
+        dims["drop_path"] = 0.0
+        sd = {"encoder." + k: v.detach().cpu().clone() for k, v in self.model.encoder.state_dict().items()}
+        head = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()
+                if k.startswith(("head_norm.", "head."))}
+        return {"format": EXPORT_FORMAT, "dims": dims, "state_dict": sd,
+                "chunk_seconds": float(self.cfg.model.chunk_seconds), "head": head,
+                "labels": list(self.cfg.model.labels), "multilabel": bool(self.cfg.model.multilabel),
+                "description": f"atst {dims['width']} x {dims['layers']} fine-tuned with hear-models "
+                               f"({self.cfg.objective})"}

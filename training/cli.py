@@ -2,6 +2,7 @@
 
     hear-models train CONFIG [key=value ...] [--resume [auto|CKPT]]
     hear-models train CONFIG [key=value ...] --print-config
+    hear-models train FINETUNE_CONFIG data.source=TASK [key=value ...] --all-folds
     hear-models train export CKPT OUT.pt [--ema]
     hear-models train plot OUT_DIR/log.jsonl OUT.png [--key train/loss]
     hear-models train configs
@@ -24,10 +25,11 @@ from typing import List, Optional
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "configs":
-        from .config import CONFIG_DIR, list_configs
+        from .config import config_summary, list_configs
 
         for name in list_configs():
-            print(f"{name:28s} {CONFIG_DIR / (name + '.yaml')}")
+            objective, size, text = config_summary(name)
+            print(f"{name:24s} {objective:19s} {size:9s} {text}")
         return 0
     if argv and argv[0] == "plot":
         p = argparse.ArgumentParser(prog="hear-models train plot",
@@ -63,6 +65,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--resume", nargs="?", const="auto", default=None,
                    help="continue from CKPT, or (no value) from the newest checkpoint in trainer.out_dir")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--all-folds", action="store_true",
+                   help="fine-tuning on a HEAR task folder: one run per heareval run (data.fold=0..k-1, in "
+                   "trainer.out_dir/foldNN), then the mean and std of the test scores over the runs "
+                   "(trainer.out_dir/test_scores.json), as heareval reports the task")
     a = p.parse_args(argv)
     from .config import ConfigError, load_config
 
@@ -79,6 +85,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     from .engine import NonFiniteLossError, TrainingInterrupted, fit
 
     try:
+        if a.all_folds:
+            from .finetune import fit_all_folds
+
+            try:
+                fit_all_folds(a.config, a.overrides, resume=a.resume)
+            except ValueError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
+            return 0
         fit(cfg, resume=a.resume)
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -42,11 +42,17 @@ class DataConfig:
     shuffle: bool = True
     mixup: float = 0.0  # probability that a batch is mixed (objectives with labels)
     mixup_alpha: float = 0.3  # lambda ~ Beta(alpha, alpha), max(lambda, 1 - lambda)
+    # Fine-tuning on a HEAR task folder (training/finetune.py):
+    fold: int = -1  # >= 0: heareval's run i (k-fold: fold i tests, i + 1 validates, the rest train)
+    test_split: str = "auto"  # scored at the end; "auto": heareval's test split of this run; "" = none
 
 
 @dataclass
 class OptimConfig:
-    """AdamW with warm-up and a per-step schedule."""
+    """AdamW (or SGD) with warm-up and a per-step schedule."""
+
+    name: str = "adamw"  # adamw | sgd (SGD with momentum; no betas / eps)
+    momentum: float = 0.9  # sgd only
 
     lr: float = 0.0  # absolute peak lr; 0 = base_lr * global_batch / 256
     base_lr: float = 1e-3
@@ -217,6 +223,22 @@ def resolve_config_path(name: str) -> Path:
 
 def list_configs() -> List[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def config_summary(name: str) -> Tuple[str, str, str]:
+    """(objective, size, first comment line) of a packaged config, for ``train configs``:
+    the first line says what the recipe is and what the paper trained on."""
+    import yaml
+
+    path = resolve_config_path(name)
+    text = path.read_text()
+    data = yaml.safe_load(text) or {}
+    model = data.get("model") or {}
+    size = str(model.get("variant") or model.get("head") or "")
+    if model.get("whisper") is not None:
+        size = f"{model.get('head')}{'-' + str(model['proj_dim']) if model.get('proj_dim') else ''}"
+    first = next((line[1:].strip() for line in text.splitlines() if line.startswith("#")), "")
+    return str(data.get("objective", "?")), size, first
 
 
 def build_config(data: dict) -> TrainConfig:

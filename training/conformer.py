@@ -36,6 +36,7 @@ from hear_models.models.conformer import (MEL_HOP, SAMPLE_RATE, ConformerClassif
                                           ConformerWav2Vec2, latent_lengths)
 
 from .engine import TrainModule
+from .finetune import FinetuneConfig, FinetuneModule
 
 
 @dataclass
@@ -108,10 +109,7 @@ class ConformerPretrain(TrainModule):
 
 # -- fine-tuning --------------------------------------------------------------------------------
 @dataclass
-class ConformerFinetuneConfig(ConformerModelConfig):
-    n_classes: int = 0  # 0 = from the training data's labels
-    labels: List[str] = field(default_factory=list)  # filled from the data
-    multilabel: Optional[bool] = None  # None = from the data
+class ConformerFinetuneConfig(ConformerModelConfig, FinetuneConfig):
     jitter_samples: int = 200  # time jitter: shift by up to +- this many samples
     time_mask_seconds: float = 2.0  # SpecAugment: one time mask of up to this length
     consistency_weight: float = 2.0  # x symmetric KL between two augmented views (0 = off)
@@ -171,16 +169,11 @@ def symmetric_kl(p: torch.Tensor, q: torch.Tensor, multilabel: bool, eps: float 
     return 0.5 * (kl_pq + kl_qp).sum(-1).mean()
 
 
-class ConformerFinetune(TrainModule):
-    """Supervised fine-tuning of :class:`ConformerClassifier` (all weights)."""
+class ConformerFinetune(FinetuneModule):
+    """Supervised fine-tuning of :class:`ConformerClassifier` (all weights; labels,
+    validation, best checkpoint and test score: :class:`~hear_models.training.finetune.FinetuneModule`)."""
 
     sample_rate = SAMPLE_RATE
-
-    def __init__(self, cfg):
-        from .data import labels_from_data
-
-        labels_from_data(cfg, SAMPLE_RATE, "conformer_finetune")
-        super().__init__(cfg)
 
     def build_model(self):
         m = self.cfg.model
@@ -211,6 +204,10 @@ class ConformerFinetune(TrainModule):
             mel = time_mask(mel, max_frames, self.model.encoder.silence_level())
         n_latents = mel.shape[-1] // self.model.dims.stack
         return self.model(mel, latent_lengths(lengths, n_latents))
+
+    def clip_probabilities(self, audio, lengths):
+        out = self._predict(audio, lengths, train=False)
+        return out.float() if self.cfg.model.multilabel else out.float().softmax(-1)
 
     def _task_loss(self, out, target):
         if self.cfg.model.multilabel:

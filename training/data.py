@@ -162,19 +162,6 @@ def finalise_labels(src: Source) -> Source:
 
 
 # -- decoding ------------------------------------------------------------------------------
-def labels_from_data(cfg, sample_rate: int, objective: str) -> None:
-    """Fill ``cfg.model.labels / n_classes / multilabel`` from the training data where the
-    config leaves them open (``n_classes: 0``, ``multilabel: null``): fine-tuning objectives."""
-    m = cfg.model
-    if m.n_classes == 0 or m.multilabel is None:
-        src = finalise_labels(read_source(cfg.data.source, cfg.data.split, cfg.data.sample_rate or sample_rate))
-        if not src.vocab:
-            raise ValueError(f"{objective}: {cfg.data.source} has no labels")
-        m.labels = list(src.vocab)
-        m.n_classes = m.n_classes or len(src.vocab)
-        m.multilabel = bool(src.multilabel) if m.multilabel is None else m.multilabel
-
-
 def read_crop(path: str, sample_rate: int, n_samples: int, rng: Optional[np.random.Generator]
               ) -> Tuple[np.ndarray, int]:
     """Decode a crop of ``n_samples`` at ``sample_rate`` (random start with ``rng``, else the

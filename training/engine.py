@@ -4,7 +4,7 @@ plus the run wiring (data, checkpoints, logs, resume, export).
 Lightning does the distributed work (DDP over GPUs and nodes), mixed precision,
 gradient accumulation and clipping, and the checkpoint/restore machinery. We add:
 
-- :class:`TrainModule`: optimiser (AdamW, parameter groups with lr scales), warm-up +
+- :class:`TrainModule`: optimiser (AdamW or SGD, parameter groups with lr scales), warm-up +
   cosine/linear schedule per step, a NaN/inf guard, an optional EMA of the weights, and
   checkpoint extras: the config, the data position, the RNG states, the EMA state.
 - :class:`AtomicCheckpointIO`: checkpoints written to a temporary file and renamed.
@@ -12,7 +12,9 @@ gradient accumulation and clipping, and the checkpoint/restore machinery. We add
 - :func:`fit`, :func:`export`.
 
 An objective subclasses :class:`TrainModule` and implements ``build_model``,
-``compute_loss(batch) -> (loss, logs)`` and ``export_state() -> dict``.
+``compute_loss(batch) -> (loss, logs)`` and ``export_state() -> dict``; it may add
+callbacks (``extra_callbacks``) and work after training (``after_fit``): the fine-tuning
+objectives keep their best checkpoint and score the test split there (training/finetune.py).
 """
 
 from __future__ import annotations
@@ -199,6 +201,14 @@ class TrainModule(L.LightningModule):
     def export_state(self) -> dict:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def extra_callbacks(self) -> List[Callback]:
+        """Callbacks the objective adds to the run (fine-tuning: keep the best checkpoint)."""
+        return []
+
+    def after_fit(self, trainer: "L.Trainer") -> None:
+        """Called once training has ended and ``final.ckpt`` is written (fine-tuning: the
+        test score)."""
+
     def param_groups(self) -> List[dict]:
         """Parameter groups (weight decay off for biases / norms / tokens); override for
         layer-wise lr decay. A group may carry ``lr_scale``."""
@@ -220,7 +230,12 @@ class TrainModule(L.LightningModule):
         for g in groups:
             g["lr"] = lr * g.pop("lr_scale", 1.0)
             g.pop("names", None)
-        opt = torch.optim.AdamW(groups, lr=lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
+        if o.name == "adamw":
+            opt = torch.optim.AdamW(groups, lr=lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
+        elif o.name == "sgd":
+            opt = torch.optim.SGD(groups, lr=lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        else:
+            raise ValueError(f"optim.name={o.name!r}: expected adamw or sgd")
         cfg = self.cfg
 
         def factor(step: int) -> float:
@@ -309,7 +324,9 @@ class AudioDataModule(L.LightningDataModule):
                 vsrc = finalise_labels(read_source(d.val_source, d.val_split, self.sample_rate))
                 vsrc.vocab = src.vocab or vsrc.vocab
                 vsrc.multilabel = src.multilabel if src.vocab else vsrc.multilabel
-                self.val_set = ClipDataset(vsrc, self.sample_rate, d.crop_seconds, random_crop=False)
+                # fine-tuning validates on whole clips (its predict() cuts them as the test does)
+                crop = getattr(self.module, "eval_crop_seconds", d.crop_seconds)
+                self.val_set = ClipDataset(vsrc, self.sample_rate, crop, random_crop=False)
 
     def train_dataloader(self):
         from .data import make_loader
@@ -538,7 +555,7 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, callbacks: Sequence[Call
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "config.json", "w") as f:
         json.dump(cfg.to_dict(), f, indent=1)
-    trainer = make_trainer(cfg, callbacks)
+    trainer = make_trainer(cfg, [*callbacks, *module.extra_callbacks()])
     if trainer.is_global_zero:  # a run killed while writing a checkpoint leaves its temporary file
         for stale in (out / "checkpoints").glob("*.ckpt.tmp-*"):
             stale.unlink()
@@ -553,6 +570,7 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, callbacks: Sequence[Call
             sig = next((c.signal_name for c in trainer.callbacks if isinstance(c, CheckpointOnSigterm)), "SIGTERM")
             raise TrainingInterrupted(trainer.global_step, str(out / "checkpoints" / "last.ckpt"), sig) from None
     trainer.save_checkpoint(str(out / "checkpoints" / "final.ckpt"), weights_only=False)
+    module.after_fit(trainer)
     return module
 
 

@@ -21,6 +21,7 @@ from hear_models.models.maskspec import (MEL_HOP, SAMPLE_RATE, MaskSpecClassifie
                                          MaskSpecMAE, param_groups_lrd, patch_padding)
 
 from .engine import TrainModule
+from .finetune import FinetuneConfig, FinetuneModule
 
 
 @dataclass
@@ -49,11 +50,8 @@ class MaskSpecPretrainConfig(MaskSpecModelConfig):
 
 
 @dataclass
-class MaskSpecFinetuneConfig(MaskSpecModelConfig):
+class MaskSpecFinetuneConfig(MaskSpecModelConfig, FinetuneConfig):
     drop_path: float = 0.1
-    n_classes: int = 0  # 0 = from the training data's labels
-    labels: List[str] = field(default_factory=list)  # filled from the data
-    multilabel: Optional[bool] = None  # None = from the data
     label_smoothing: float = 0.0  # multiclass only
 
 
@@ -115,14 +113,9 @@ class MaskSpecPretrain(_MaskSpecBase):
         return loss, {"masked": mask.mean()}
 
 
-class MaskSpecFinetune(_MaskSpecBase):
-    """Supervised fine-tuning of :class:`MaskSpecClassifier`."""
-
-    def __init__(self, cfg):
-        from .data import labels_from_data
-
-        labels_from_data(cfg, SAMPLE_RATE, "maskspec_finetune")
-        super().__init__(cfg)
+class MaskSpecFinetune(FinetuneModule, _MaskSpecBase):
+    """Supervised fine-tuning of :class:`MaskSpecClassifier` (labels, validation, best
+    checkpoint and test score: :class:`~hear_models.training.finetune.FinetuneModule`)."""
 
     def build_model(self):
         m = self.cfg.model
@@ -152,6 +145,10 @@ class MaskSpecFinetune(_MaskSpecBase):
             loss = F.cross_entropy(logits, target.float(), label_smoothing=self.cfg.model.label_smoothing)
             logs = {"acc": (logits.argmax(-1) == target.argmax(-1)).float().mean()}
         return loss, logs
+
+    def clip_probabilities(self, audio, lengths):
+        mel, padding = self.mel_and_padding({"audio": audio, "lengths": lengths})
+        return self.activate(self.model(mel, padding))
 
     def export_state(self) -> dict:
         state = super().export_state()

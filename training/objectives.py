@@ -1,10 +1,10 @@
 """The objectives the engine knows: name -> (model config dataclass, LightningModule).
 
 Each objective lives in its own module of ``hear_models.training`` and is imported only
-when used. MaskSpec is here now; ATST (BYOL with an EMA teacher), the conformer
-(wav2vec 2.0 contrastive) and the Whisper-AT tagging heads plug in the same way: a
-dataclass for ``model:``, a :class:`~hear_models.training.engine.TrainModule` subclass
-with ``build_model``, ``compute_loss`` and ``export_state``.
+when used: a dataclass for ``model:``, a :class:`~hear_models.training.engine.TrainModule`
+subclass with ``build_model``, ``compute_loss`` and ``export_state``. The fine-tuning
+objectives share :class:`~hear_models.training.finetune.FinetuneModule` (labels, heareval's
+splits, validation score, best checkpoint, test score).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ OBJECTIVES: Dict[str, Tuple[str, str, str]] = {
     "maskspec_pretrain": ("hear_models.training.maskspec", "MaskSpecPretrainConfig", "MaskSpecPretrain"),
     "maskspec_finetune": ("hear_models.training.maskspec", "MaskSpecFinetuneConfig", "MaskSpecFinetune"),
     "atst_pretrain": ("hear_models.training.atst", "ATSTPretrainConfig", "ATSTPretrain"),
+    "atst_finetune": ("hear_models.training.atst", "ATSTFinetuneConfig", "ATSTFinetune"),
     "whisper_at_heads": ("hear_models.training.tagging", "TaggingConfig", "TaggingHeads"),
     "conformer_pretrain": ("hear_models.training.conformer", "ConformerPretrainConfig", "ConformerPretrain"),
     "conformer_finetune": ("hear_models.training.conformer", "ConformerFinetuneConfig", "ConformerFinetune"),
