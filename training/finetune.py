@@ -273,7 +273,7 @@ class FinetuneModule(TrainModule):
                 return {"mAP": float(np.mean([average_precision_score(target[:, c], probs[:, c])
                                               for c in cols])) if cols else float("nan")}
             return {"top1_acc": float((probs.argmax(1) == target.argmax(1)).mean())}
-        from hear_models.evaluation.probe import SplitData, TaskScorer
+        from hear_models.evaluation.probe.linear import SplitData, TaskScorer
 
         scorer = TaskScorer(task)
         metrics = [scorer.primary] if primary_only else scorer.metrics
