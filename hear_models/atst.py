@@ -26,17 +26,7 @@ from torch import Tensor
 from .hear_api import HearModel, get_scene_embeddings, get_timestamp_embeddings
 from .models.atst import EXPORT_FORMAT
 
-__all__ = ["load_model", "get_scene_embeddings", "get_timestamp_embeddings", "build_encoder",
-           "ATSTHearModel", "EXPORT_FORMAT"]
-
-def build_encoder(model_file_path: str = "", variant: str = "tiny", seed: int = 0,
-                  which: str = "teacher"):
-    """(frontend, encoder, description, meta): :func:`hear_models.models.atst.load_encoder`
-    as a tuple (kept for callers of earlier releases)."""
-    from .models.atst import load_encoder
-
-    loaded = load_encoder(model_file_path, variant, seed, which)
-    return loaded.frontend, loaded.encoder, loaded.description, loaded.meta
+__all__ = ["load_model", "get_scene_embeddings", "get_timestamp_embeddings", "ATSTHearModel", "EXPORT_FORMAT"]
 
 
 class ATSTHearModel(HearModel):

@@ -21,16 +21,7 @@ from typing import Sequence, Union
 from .hear_api import HearModel, get_scene_embeddings, get_timestamp_embeddings
 from .models.conformer import EXPORT_FORMAT
 
-__all__ = ["load_model", "get_scene_embeddings", "get_timestamp_embeddings", "build_encoder",
-           "EXPORT_FORMAT"]
-
-def build_encoder(model_file_path: str = "", variant: str = "tiny", seed: int = 0):
-    """(encoder, description): :func:`hear_models.models.conformer.load_encoder` as a tuple
-    (kept for callers of earlier releases)."""
-    from .models.conformer import load_encoder
-
-    loaded = load_encoder(model_file_path, variant, seed)
-    return loaded.encoder, loaded.description
+__all__ = ["load_model", "get_scene_embeddings", "get_timestamp_embeddings", "EXPORT_FORMAT"]
 
 
 def load_model(

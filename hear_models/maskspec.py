@@ -24,16 +24,7 @@ import torch
 from .hear_api import HearModel, get_scene_embeddings, get_timestamp_embeddings
 from .models.maskspec import EXPORT_FORMAT
 
-__all__ = ["load_model", "get_scene_embeddings", "get_timestamp_embeddings", "build_encoder",
-           "EXPORT_FORMAT"]
-
-def build_encoder(model_file_path: str = "", variant: str = "tiny", seed: int = 0):
-    """(frontend, encoder, description): :func:`hear_models.models.maskspec.load_encoder`
-    as a tuple (kept for callers of earlier releases)."""
-    from .models.maskspec import load_encoder
-
-    loaded = load_encoder(model_file_path, variant, seed)
-    return loaded.frontend, loaded.encoder, loaded.description
+__all__ = ["load_model", "get_scene_embeddings", "get_timestamp_embeddings", "EXPORT_FORMAT"]
 
 
 def load_model(

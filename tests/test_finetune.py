@@ -220,7 +220,8 @@ def test_atst_finetune_trains_every_weight_with_sgd_and_epoch_schedule(tmp_path)
 
 
 def test_atst_finetune_from_packaged_export_reads_in_hear_module(tmp_path):
-    from hear_models.atst import build_encoder, load_model
+    from hear_models.atst import load_model
+    from hear_models.models.atst import load_encoder
     from hear_models.training.engine import export, fit
 
     task = _tone_task(tmp_path, "trainvaltest")
@@ -230,7 +231,7 @@ def test_atst_finetune_from_packaged_export_reads_in_hear_module(tmp_path):
         "data.crop_seconds=0.96", "optim.base_lr=1e-9", "model.epochs=0", "trainer.max_steps=1",
         f"data.source={task}", f"trainer.out_dir={out}"])
     module = fit(cfg)
-    _, packaged, _, _ = build_encoder("packaged:atst_tiny_mini")
+    packaged = load_encoder("packaged:atst_tiny_mini").encoder
     assert module.model.dims.width == 192 and module.model.dims.layers == 6  # sizes from the file
     for k, v in packaged.state_dict().items():
         torch.testing.assert_close(module.model.encoder.state_dict()[k], v, atol=1e-6, rtol=0)

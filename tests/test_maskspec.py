@@ -11,9 +11,10 @@ import torch.nn.functional as F
 
 from hear_models.models.maskspec import (MaskSpecClassifier, MaskSpecDims, MaskSpecFrameEncoder,
                                          MaskSpecMAE, checkpoint_filter_fn, count_trainable,
-                                         decoder_parameters, param_groups_lrd,
+                                         decoder_parameters,
                                          patch_padding, sincos_2d)
 from hear_models.models import load_strict
+from hear_models.training.maskspec import param_groups_lrd
 
 SMALL = dict(width=32, heads=2, layers=2, decoder_width=32, decoder_heads=2, decoder_layers=1)
 

@@ -53,7 +53,7 @@ from hear_models.models.atst import (SAMPLE_RATE, TOKEN_CENTER, TOKEN_FRAMES, TO
                                      ATSTEncoder, ATSTFrontend, init_atst_weights, masked_mean)
 from hear_models.models.atst import n_tokens as n_tokens_of
 
-from .engine import TrainModule
+from .engine import TrainModule, load_init
 from .finetune import FinetuneConfig, FinetuneModule
 
 
@@ -255,14 +255,9 @@ class ATSTBYOL(nn.Module):
 
 
 def _load_init(model: ATSTBYOL, path: str) -> None:
-    from hear_models.atst import build_encoder
+    from hear_models.models.atst import load_encoder
 
-    _, encoder, _, _ = build_encoder(path)
-    if encoder.dims.width != model.dims.width or len(encoder.blocks) != model.dims.layers:
-        raise ValueError(f"model.init={path}: encoder {encoder.dims.width} x {len(encoder.blocks)} does not "
-                         f"match the configured {model.dims.width} x {model.dims.layers}")
-    model.student.encoder.load_state_dict(encoder.state_dict())
-    model.teacher.encoder.load_state_dict(encoder.state_dict())
+    load_init(path, load_encoder, [model.student.encoder, model.teacher.encoder])
 
 
 class ATSTPretrain(TrainModule):
@@ -315,7 +310,7 @@ class ATSTPretrain(TrainModule):
         return loss, logs
 
     def export_state(self) -> dict:
-        from hear_models.atst import EXPORT_FORMAT
+        from hear_models.models.atst import EXPORT_FORMAT
 
         sd = {"encoder." + k: v.detach().cpu().clone()
               for k, v in self.model.teacher.encoder.state_dict().items()}
@@ -401,9 +396,9 @@ class ATSTFinetune(FinetuneModule):
         m = self.cfg.model
         chunk = int(round(m.chunk_seconds * SAMPLE_RATE / TOKEN_HOP))
         if m.init:
-            from hear_models.atst import build_encoder
+            from hear_models.models.atst import load_encoder
 
-            _, encoder, _, _ = build_encoder(m.init)
+            encoder = load_encoder(m.init).encoder
             dims = ATSTDims.from_dict({**encoder.dims.to_dict(), "drop_path": m.drop_path})
         else:
             over = {k: getattr(m, k) for k in ("width", "layers", "heads") if getattr(m, k)}
@@ -460,7 +455,7 @@ class ATSTFinetune(FinetuneModule):
         return loss, {"acc": (logits.argmax(-1) == target.argmax(-1)).float().mean()}
 
     def export_state(self) -> dict:
-        from hear_models.atst import EXPORT_FORMAT
+        from hear_models.models.atst import EXPORT_FORMAT
 
         dims = self.model.dims.to_dict()
         dims["drop_path"] = 0.0

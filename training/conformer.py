@@ -26,8 +26,7 @@ exponential decay over the last 40 % to ``final_lr_scale`` x the peak.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import List, Optional
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +34,7 @@ import torch.nn.functional as F
 from hear_models.models.conformer import (MEL_HOP, SAMPLE_RATE, ConformerClassifier, ConformerDims,
                                           ConformerWav2Vec2, latent_lengths)
 
-from .engine import TrainModule
+from .engine import TrainModule, load_init
 from .finetune import FinetuneConfig, FinetuneModule
 
 
@@ -68,13 +67,9 @@ class ConformerPretrainConfig(ConformerModelConfig):
 
 
 def _load_encoder_init(model, path: str) -> None:
-    from hear_models.conformer import build_encoder
+    from hear_models.models.conformer import load_encoder
 
-    encoder, _ = build_encoder(path)
-    if encoder.dims.width != model.encoder.dims.width or len(encoder.context.blocks) != len(model.encoder.context.blocks):
-        raise ValueError(f"model.init={path}: encoder {encoder.dims.width} x {len(encoder.context.blocks)} does not "
-                         f"match the configured {model.encoder.dims.width} x {len(model.encoder.context.blocks)}")
-    model.encoder.load_state_dict(encoder.state_dict())
+    load_init(path, load_encoder, [model.encoder])
 
 
 class ConformerPretrain(TrainModule):
@@ -99,7 +94,7 @@ class ConformerPretrain(TrainModule):
         return loss, logs
 
     def export_state(self) -> dict:
-        from hear_models.conformer import EXPORT_FORMAT
+        from hear_models.models.conformer import EXPORT_FORMAT
 
         sd = {k[len("encoder."):]: v.detach().cpu().clone() for k, v in self.model.state_dict().items()
               if k.startswith("encoder.")}
@@ -242,7 +237,7 @@ class ConformerFinetune(FinetuneModule):
         return loss, logs
 
     def export_state(self) -> dict:
-        from hear_models.conformer import EXPORT_FORMAT
+        from hear_models.models.conformer import EXPORT_FORMAT
 
         sd = {k[len("encoder."):]: v.detach().cpu().clone() for k, v in self.model.state_dict().items()
               if k.startswith("encoder.")}

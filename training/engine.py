@@ -497,6 +497,22 @@ class StepCheckpoint(ModelCheckpoint):
 
 
 # -- running --------------------------------------------------------------------------------------
+def load_init(path: str, load_encoder, encoders: Sequence[torch.nn.Module],
+              frontends: Sequence[torch.nn.Module] = ()):
+    """``model.init``: read ``path`` with the family's ``load_encoder`` (every format it
+    knows: packaged, our exports, training checkpoints, official files) and copy its encoder
+    (and front-end) weights into ``encoders`` (``frontends``), strictly: a file of other
+    sizes is an error naming it and the mis-shaped keys. Returns the ``LoadedEncoder``."""
+    from hear_models.models import load_strict
+
+    loaded = load_encoder(path)
+    for target in encoders:
+        load_strict(target, loaded.encoder.state_dict(), source=f"model.init={path}")
+    for target in frontends:
+        load_strict(target, loaded.frontend.state_dict(), source=f"model.init={path}")
+    return loaded
+
+
 def build_module(cfg: TrainConfig) -> TrainModule:
     from .objectives import get_objective
 

@@ -11,16 +11,17 @@ on soft targets) or multilabel (binary cross-entropy).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from hear_models.models.maskspec import (MEL_HOP, SAMPLE_RATE, MaskSpecClassifier, MaskSpecDims,
-                                         MaskSpecMAE, param_groups_lrd, patch_padding)
+                                         MaskSpecMAE, load_encoder, patch_padding)
 
-from .engine import TrainModule
+from .engine import TrainModule, load_init
 from .finetune import FinetuneConfig, FinetuneModule
 
 
@@ -57,14 +58,38 @@ class MaskSpecFinetuneConfig(MaskSpecModelConfig, FinetuneConfig):
 
 def _load_encoder_init(model, path: str) -> None:
     """Copy encoder + front-end weights from a weights file into ``model`` (sizes must match)."""
-    from hear_models.maskspec import build_encoder
+    load_init(path, load_encoder, [model.encoder], [model.frontend])
 
-    frontend, encoder, _ = build_encoder(path)
-    if encoder.dims.width != model.encoder.dims.width or len(encoder.blocks) != len(model.encoder.blocks):
-        raise ValueError(f"model.init={path}: encoder {encoder.dims.width} x {len(encoder.blocks)} does not "
-                         f"match the configured {model.encoder.dims.width} x {len(model.encoder.blocks)}")
-    model.encoder.load_state_dict(encoder.state_dict())
-    model.frontend.load_state_dict(frontend.state_dict())
+
+def layer_id(name: str, n_layers: int) -> int:
+    """Depth of a parameter for layer-wise lr decay: 0 = embeddings, i + 1 = block i,
+    n_layers + 1 = everything after the blocks (norms, head)."""
+    if name.startswith("encoder."):
+        rest = name[len("encoder."):]
+        if rest.startswith(("cls_token", "patch_embed")):
+            return 0
+        if rest.startswith("blocks."):
+            return int(rest.split(".")[1]) + 1
+    return n_layers + 1
+
+
+def param_groups_lrd(model: nn.Module, weight_decay: float, layer_decay: float,
+                     n_layers: int) -> List[dict]:
+    """Parameter groups with layer-wise lr decay: scale ``layer_decay ** (n_layers + 1 - id)``;
+    no weight decay on biases, norms and tokens. Each group has ``lr_scale``."""
+    groups: Dict[Tuple[int, bool], dict] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        no_decay = p.ndim == 1 or name.endswith(("cls_token", "mask_token"))
+        lid = layer_id(name, n_layers)
+        key = (lid, no_decay)
+        if key not in groups:
+            groups[key] = {"params": [], "weight_decay": 0.0 if no_decay else weight_decay,
+                           "lr_scale": layer_decay ** (n_layers + 1 - lid), "names": []}
+        groups[key]["params"].append(p)
+        groups[key]["names"].append(name)
+    return list(groups.values())
 
 
 class _MaskSpecBase(TrainModule):
@@ -83,7 +108,7 @@ class _MaskSpecBase(TrainModule):
         return mel, patch_padding(valid_frames, T, d.n_mels, d.patch)
 
     def export_state(self) -> dict:
-        from hear_models.maskspec import EXPORT_FORMAT
+        from hear_models.models.maskspec import EXPORT_FORMAT
 
         sd = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()
               if k.startswith(("frontend.", "encoder."))}

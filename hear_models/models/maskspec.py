@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import ClassVar, Dict, Iterator, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -409,37 +409,6 @@ class MaskSpecClassifier(nn.Module):
         kpm = None if padding is None else F.pad(padding, (1, 0), value=False)
         tokens = last(self.encoder.run_blocks(x, kpm))[:, 1:]
         return self.head(self.fc_norm(masked_mean(tokens, padding)))
-
-
-def layer_id(name: str, n_layers: int) -> int:
-    """Depth of a parameter for layer-wise lr decay: 0 = embeddings, i + 1 = block i,
-    n_layers + 1 = everything after the blocks (norms, head)."""
-    if name.startswith("encoder."):
-        rest = name[len("encoder."):]
-        if rest.startswith(("cls_token", "patch_embed")):
-            return 0
-        if rest.startswith("blocks."):
-            return int(rest.split(".")[1]) + 1
-    return n_layers + 1
-
-
-def param_groups_lrd(model: nn.Module, weight_decay: float, layer_decay: float,
-                     n_layers: int) -> List[dict]:
-    """Parameter groups with layer-wise lr decay: scale ``layer_decay ** (n_layers + 1 - id)``;
-    no weight decay on biases, norms and tokens. Each group has ``lr_scale``."""
-    groups: Dict[Tuple[int, bool], dict] = {}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        no_decay = p.ndim == 1 or name.endswith(("cls_token", "mask_token"))
-        lid = layer_id(name, n_layers)
-        key = (lid, no_decay)
-        if key not in groups:
-            groups[key] = {"params": [], "weight_decay": 0.0 if no_decay else weight_decay,
-                           "lr_scale": layer_decay ** (n_layers + 1 - lid), "names": []}
-        groups[key]["params"].append(p)
-        groups[key]["names"].append(name)
-    return list(groups.values())
 
 
 def count_trainable(module: nn.Module) -> int:
