@@ -523,9 +523,10 @@ li{margin:.3em 0}"""
 
 def to_html(blocks: List[tuple], folder: Path) -> str:
     """One self-contained HTML file: the figures inline as base64 PNG."""
-    out = ["<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">"]
     title = next((blk[1] for blk in blocks if blk[0] == "h1"), "probe report")
-    out += [f"<title>{html.escape(title)}</title>", f"<style>{HTML_STYLE}</style></head><body>"]
+    style = " ".join(HTML_STYLE.split())
+    out = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+           f"<style>{style}</style></head><body>"]
     for blk in blocks:
         kind = blk[0]
         if kind in ("h1", "h2"):
