@@ -120,21 +120,13 @@ def gen_office(ctx: Ctx) -> Iterator[Clip]:
 
 
 OFFICE_EVENTS = TaskDef(
-    name="office_events",
-    hear_task="dcase2016_task2",
-    embedding_type="event",
-    prediction_type="multilabel",
-    split_mode="trainvaltest",
-    sample_duration=6.0,
-    evaluation=["event_onset_200ms_fms", "segment_1s_er"],
+    name="office_events", hear_task="dcase2016_task2", embedding_type="event", prediction_type="multilabel",
+    split_mode="trainvaltest", sample_duration=6.0, evaluation=["event_onset_200ms_fms", "segment_1s_er"],
+    generate=gen_office, cost=1.2, group_key="source items used (disjoint by split where a class has >= 3)",
+    sources=("sound-theme-freedesktop", "lmms-common", "hydrogen-drumkits", "espeak-ng", "flite"),
     sizes={"smoke": {"duration": 6.0, "train": 24, "valid": 8, "test": 8, "events": [3, 5]},
            "small": {"duration": 6.0, "train": 48, "valid": 16, "test": 16, "events": [3, 5]},
-           "mini": {"duration": 6.0, "train": 240, "valid": 80, "test": 80, "events": [3, 5]}},
-    generate=gen_office,
-    group_key="source items used (disjoint by split where a class has >= 3)",
-    cost=1.2,
-    sources=("sound-theme-freedesktop", "lmms-common", "hydrogen-drumkits", "espeak-ng", "flite"),
-)
+           "mini": {"duration": 6.0, "train": 240, "valid": 80, "test": 80, "events": [3, 5]}})
 
 
 # =========================================================== 10. animals (ESC-50-like)
@@ -168,22 +160,11 @@ def gen_animals(ctx: Ctx) -> Iterator[Clip]:
 
 
 ANIMAL_SOUNDS = TaskDef(
-    name="animal_sounds",
-    hear_task="esc50",
-    embedding_type="scene",
-    prediction_type="multiclass",
-    split_mode="presplit_kfold",
-    sample_duration=2.0,
-    evaluation=SCENE_METRICS,
-    sizes={"smoke": {"per_fold": 2},
-           "small": {"per_fold": 6},
-           "mini": {"per_fold": 16}},
-    generate=gen_animals,
-    nfolds=5,
-    group_key="recording region (recordings >= 5 s cut in 5 disjoint regions)",
-    cost=0.8,
+    name="animal_sounds", hear_task="esc50", embedding_type="scene", prediction_type="multiclass",
+    split_mode="presplit_kfold", sample_duration=2.0, nfolds=5, evaluation=SCENE_METRICS,
+    generate=gen_animals, cost=0.8, group_key="recording region (recordings >= 5 s cut in 5 disjoint regions)",
     sources=("animals",),
-)
+    sizes={"smoke": {"per_fold": 2}, "small": {"per_fold": 6}, "mini": {"per_fold": 16}})
 
 
 # =========================================================== 14. mixtures (FSD50K-like)
@@ -284,22 +265,14 @@ def gen_mixtures(ctx: Ctx) -> Iterator[Clip]:
 
 
 SOUND_MIXTURES = TaskDef(
-    name="sound_mixtures",
-    hear_task="fsd50k",
-    embedding_type="scene",
-    prediction_type="multilabel",
-    split_mode="trainvaltest",
-    sample_duration=2.0,
-    evaluation=["mAP", "d_prime", "aucroc", "top1_acc"],
-    sizes={"smoke": {"train": 50, "valid": 20, "test": 20},
-           "small": {"train": 150, "valid": 60, "test": 60},
-           "mini": {"train": 500, "valid": 200, "test": 200}},
-    generate=gen_mixtures,
-    group_key="source items used (disjoint by split)",
-    cost=1.0,
+    name="sound_mixtures", hear_task="fsd50k", embedding_type="scene", prediction_type="multilabel",
+    split_mode="trainvaltest", sample_duration=2.0, evaluation=["mAP", "d_prime", "aucroc", "top1_acc"],
+    generate=gen_mixtures, cost=1.0, group_key="source items used (disjoint by split)",
     sources=("animals", "hydrogen-drumkits", "sound-theme-freedesktop", "lmms-common", "fluidsynth",
              "timgm6mb-soundfont", "espeak-ng", "flite"),
-)
+    sizes={"smoke": {"train": 50, "valid": 20, "test": 20},
+           "small": {"train": 150, "valid": 60, "test": 60},
+           "mini": {"train": 500, "valid": 200, "test": 200}})
 
 
 

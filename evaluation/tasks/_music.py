@@ -58,23 +58,14 @@ def gen_music_speech(ctx: Ctx) -> Iterator[Clip]:
 
 
 MUSIC_SPEECH = TaskDef(
-    name="music_speech",
-    hear_task="tfds_gtzan_music_speech",
-    embedding_type="scene",
+    name="music_speech", hear_task="tfds_gtzan_music_speech", embedding_type="scene",
     prediction_type="multiclass",
-    split_mode="new_split_kfold",
-    sample_duration=3.0,
-    evaluation=SCENE_METRICS,
+    split_mode="new_split_kfold", sample_duration=3.0, nfolds=10, version="v2", evaluation=SCENE_METRICS,
+    generate=gen_music_speech, cost=1.0, group_key="speaker (speech) / piece (music)",
+    sources=("espeak-ng", "flite", "fluidsynth", "timgm6mb-soundfont"),
     sizes={"smoke": {"per_fold": 4, "speakers_per_fold": 1},
            "small": {"per_fold": 12, "speakers_per_fold": 2},
-           "mini": {"per_fold": 40, "speakers_per_fold": 4}},
-    generate=gen_music_speech,
-    nfolds=10,
-    group_key="speaker (speech) / piece (music)",
-    cost=1.0,
-    version="v2",
-    sources=("espeak-ng", "flite", "fluidsynth", "timgm6mb-soundfont"),
-)
+           "mini": {"per_fold": 40, "speakers_per_fold": 4}})
 
 
 # =========================================================== 6. genre
@@ -110,23 +101,10 @@ def gen_genre(ctx: Ctx) -> Iterator[Clip]:
 
 
 MUSIC_GENRE = TaskDef(
-    name="music_genre",
-    hear_task="tfds_gtzan",
-    embedding_type="scene",
-    prediction_type="multiclass",
-    split_mode="new_split_kfold",
-    sample_duration=4.0,
-    evaluation=SCENE_METRICS,
-    sizes={"smoke": {"per_fold": 7},
-           "small": {"per_fold": 21},
-           "mini": {"per_fold": 70}},
-    generate=gen_genre,
-    nfolds=10,
-    group_key="piece",
-    cost=1.0,
-    version="v2",
-    sources=("fluidsynth", "timgm6mb-soundfont"),
-)
+    name="music_genre", hear_task="tfds_gtzan", embedding_type="scene", prediction_type="multiclass",
+    split_mode="new_split_kfold", sample_duration=4.0, nfolds=10, version="v2", evaluation=SCENE_METRICS,
+    generate=gen_genre, cost=1.0, group_key="piece", sources=("fluidsynth", "timgm6mb-soundfont"),
+    sizes={"smoke": {"per_fold": 7}, "small": {"per_fold": 21}, "mini": {"per_fold": 70}})
 
 
 # =========================================================== 7. pitch (NSynth-like)
@@ -155,22 +133,14 @@ def gen_pitch(ctx: Ctx) -> Iterator[Clip]:
 
 
 INSTRUMENT_PITCH = TaskDef(
-    name="instrument_pitch",
-    hear_task="nsynth_pitch",
-    embedding_type="scene",
-    prediction_type="multiclass",
-    split_mode="trainvaltest",
-    sample_duration=1.0,
-    evaluation=["pitch_acc", "chroma_acc"],
+    name="instrument_pitch", hear_task="nsynth_pitch", embedding_type="scene", prediction_type="multiclass",
+    split_mode="trainvaltest", sample_duration=1.0, evaluation=["pitch_acc", "chroma_acc"],
+    generate=gen_pitch, cost=1.0, group_key="GM instrument (program)",
+    sources=("fluidsynth", "timgm6mb-soundfont"),
+    extra={"pitch_range_min": "size:pitch_min", "pitch_range_max": "size:pitch_max"},
     sizes={"smoke": {"pitch_min": 48, "pitch_max": 71, "programs": 6},
            "small": {"pitch_min": 48, "pitch_max": 71, "programs": 15},
-           "mini": {"pitch_min": 36, "pitch_max": 83, "programs": 25}},
-    generate=gen_pitch,
-    group_key="GM instrument (program)",
-    cost=1.0,
-    extra={"pitch_range_min": "size:pitch_min", "pitch_range_max": "size:pitch_max"},
-    sources=("fluidsynth", "timgm6mb-soundfont"),
-)
+           "mini": {"pitch_min": 36, "pitch_max": 83, "programs": 25}})
 
 
 # =========================================================== 8. piano onsets (MAESTRO-like)
@@ -210,24 +180,13 @@ def gen_piano(ctx: Ctx) -> Iterator[Clip]:
 
 
 PIANO_ONSETS = TaskDef(
-    name="piano_onsets",
-    hear_task="maestro",
-    embedding_type="event",
-    prediction_type="multilabel",
-    split_mode="new_split_kfold",
-    sample_duration=4.0,
+    name="piano_onsets", hear_task="maestro", embedding_type="event", prediction_type="multilabel",
+    split_mode="new_split_kfold", sample_duration=4.0, nfolds=5,
     evaluation=["event_onset_50ms_fms", "event_onset_offset_50ms_20perc_fms"],
-    sizes={"smoke": {"per_fold": 8},
-           "small": {"per_fold": 12},
-           "mini": {"per_fold": 80}},
-    generate=gen_piano,
-    nfolds=5,
+    generate=gen_piano, cost=1.0, group_key="piano sound (GM program)",
+    sources=("fluidsynth", "timgm6mb-soundfont"), extra={"use_scoring_for_early_stopping": False},
     evaluation_params=ONSET_GRID,
-    extra={"use_scoring_for_early_stopping": False},
-    group_key="piano sound (GM program)",
-    cost=1.0,
-    sources=("fluidsynth", "timgm6mb-soundfont"),
-)
+    sizes={"smoke": {"per_fold": 8}, "small": {"per_fold": 12}, "mini": {"per_fold": 80}})
 
 
 

@@ -46,23 +46,10 @@ def gen_strokes(ctx: Ctx) -> Iterator[Clip]:
 
 
 DJEMBE_STROKES = TaskDef(
-    name="djembe_strokes",
-    hear_task="mridangam_stroke",
-    embedding_type="scene",
-    prediction_type="multiclass",
-    split_mode="new_split_kfold",
-    sample_duration=0.8,
-    evaluation=SCENE_METRICS,
-    sizes={"smoke": {"per_stroke": 4},
-           "small": {"per_stroke": 12},
-           "mini": {"per_stroke": 40}},
-    generate=gen_strokes,
-    nfolds=5,
-    group_key="drum (one djembe per fold)",
-    cost=0.3,
-    version="v2",
-    sources=("hydrogen-drumkits",),
-)
+    name="djembe_strokes", hear_task="mridangam_stroke", embedding_type="scene", prediction_type="multiclass",
+    split_mode="new_split_kfold", sample_duration=0.8, nfolds=5, version="v2", evaluation=SCENE_METRICS,
+    generate=gen_strokes, cost=0.3, group_key="drum (one djembe per fold)", sources=("hydrogen-drumkits",),
+    sizes={"smoke": {"per_stroke": 4}, "small": {"per_stroke": 12}, "mini": {"per_stroke": 40}})
 
 
 # =========================================================== 11b. tonic (Mridangam tonic)
@@ -101,23 +88,11 @@ def gen_tonic(ctx: Ctx) -> Iterator[Clip]:
 
 
 TUNED_PERC_TONIC = TaskDef(
-    name="tuned_perc_tonic",
-    hear_task="mridangam_tonic",
-    embedding_type="scene",
-    prediction_type="multiclass",
-    split_mode="new_split_kfold",
-    sample_duration=0.8,
-    evaluation=SCENE_METRICS,
-    sizes={"smoke": {"per_tonic": 1},
-           "small": {"per_tonic": 6},
-           "mini": {"per_tonic": 10}},
-    generate=gen_tonic,
-    nfolds=5,
-    group_key="GM tuned-percussion instrument (program)",
-    version="v2",
-    cost=0.4,
+    name="tuned_perc_tonic", hear_task="mridangam_tonic", embedding_type="scene", prediction_type="multiclass",
+    split_mode="new_split_kfold", sample_duration=0.8, nfolds=5, version="v2", evaluation=SCENE_METRICS,
+    generate=gen_tonic, cost=0.4, group_key="GM tuned-percussion instrument (program)",
     sources=("fluidsynth", "timgm6mb-soundfont"),
-)
+    sizes={"smoke": {"per_tonic": 1}, "small": {"per_tonic": 6}, "mini": {"per_tonic": 10}})
 
 
 # =========================================================== 12. kit pieces (Beijing Opera)
@@ -152,22 +127,10 @@ def gen_kit(ctx: Ctx) -> Iterator[Clip]:
 
 
 DRUM_KIT_PIECES = TaskDef(
-    name="drum_kit_pieces",
-    hear_task="beijing_opera",
-    embedding_type="scene",
-    prediction_type="multiclass",
-    split_mode="new_split_kfold",
-    sample_duration=1.5,
-    evaluation=SCENE_METRICS,
-    sizes={"smoke": {"per_fold": 12},
-           "small": {"per_fold": 36},
-           "mini": {"per_fold": 120}},
-    generate=gen_kit,
-    nfolds=5,
-    group_key="drum kit",
-    cost=0.4,
-    sources=("hydrogen-drumkits",),
-)
+    name="drum_kit_pieces", hear_task="beijing_opera", embedding_type="scene", prediction_type="multiclass",
+    split_mode="new_split_kfold", sample_duration=1.5, nfolds=5, evaluation=SCENE_METRICS,
+    generate=gen_kit, cost=0.4, group_key="drum kit", sources=("hydrogen-drumkits",),
+    sizes={"smoke": {"per_fold": 12}, "small": {"per_fold": 36}, "mini": {"per_fold": 120}})
 
 
 # =========================================================== 13. impulse position (gunshot)
@@ -237,22 +200,11 @@ def gen_position(ctx: Ctx) -> Iterator[Clip]:
 
 
 IMPULSE_POSITION = TaskDef(
-    name="impulse_position",
-    hear_task="gunshot_triangulation",
-    embedding_type="scene",
+    name="impulse_position", hear_task="gunshot_triangulation", embedding_type="scene",
     prediction_type="multiclass",
-    split_mode="new_split_kfold",
-    sample_duration=1.5,
-    evaluation=SCENE_METRICS,
-    sizes={"smoke": {"shots": 10},
-           "small": {"shots": 30},
-           "mini": {"shots": 100}},
-    generate=gen_position,
-    nfolds=7,
-    group_key="shot (source sample)",
-    cost=0.5,
-    sources=("hydrogen-drumkits",),
-)
+    split_mode="new_split_kfold", sample_duration=1.5, nfolds=7, evaluation=SCENE_METRICS,
+    generate=gen_position, cost=0.5, group_key="shot (source sample)", sources=("hydrogen-drumkits",),
+    sizes={"smoke": {"shots": 10}, "small": {"shots": 30}, "mini": {"shots": 100}})
 
 
 

@@ -37,21 +37,11 @@ def gen_keywords(ctx: Ctx) -> Iterator[Clip]:
 
 
 SPOKEN_KEYWORDS = TaskDef(
-    name="spoken_keywords",
-    hear_task="speech_commands",
-    embedding_type="scene",
-    prediction_type="multiclass",
-    split_mode="trainvaltest",
-    sample_duration=1.0,
-    evaluation=["top1_acc"],
-    sizes={"smoke": {"speakers": 10},
-           "small": {"speakers": 30},
-           "mini": {"speakers": 100}},
-    generate=gen_keywords,
-    group_key="speaker (TTS engine, voice, pitch, speed)",
-    cost=1.0,
+    name="spoken_keywords", hear_task="speech_commands", embedding_type="scene", prediction_type="multiclass",
+    split_mode="trainvaltest", sample_duration=1.0, evaluation=["top1_acc"],
+    generate=gen_keywords, cost=1.0, group_key="speaker (TTS engine, voice, pitch, speed)",
     sources=("espeak-ng", "flite"),
-)
+    sizes={"smoke": {"speakers": 10}, "small": {"speakers": 30}, "mini": {"speakers": 100}})
 
 
 # =========================================================== 2. language of a word
@@ -76,23 +66,14 @@ def gen_language(ctx: Ctx) -> Iterator[Clip]:
 
 
 WORD_LANGUAGE = TaskDef(
-    name="word_language",
-    hear_task="vox_lingua_top10",
-    embedding_type="scene",
-    prediction_type="multiclass",
-    split_mode="new_split_kfold",
-    sample_duration=2.0,
-    evaluation=SCENE_METRICS,
+    name="word_language", hear_task="vox_lingua_top10", embedding_type="scene", prediction_type="multiclass",
+    split_mode="new_split_kfold", sample_duration=2.0, nfolds=5, evaluation=SCENE_METRICS,
+    generate=gen_language, cost=0.6, group_key="word concept (the same word in every language)",
+    sources=("ktuberling-data",),
     sizes={"smoke": {"languages": ["de", "el", "en", "fr", "lt", "ru", "sl", "uk"], "concepts": 10},
            "small": {"languages": ["de", "el", "en", "fr", "lt", "ru", "sl", "uk"], "concepts": 30},
            "mini": {"languages": ["ca", "da", "de", "el", "en", "fr", "gl", "lt", "nn", "ru", "sl",
-                                  "uk", "wa"], "concepts": 69}},
-    generate=gen_language,
-    nfolds=5,
-    group_key="word concept (the same word in every language)",
-    cost=0.6,
-    sources=("ktuberling-data",),
-)
+                                  "uk", "wa"], "concepts": 69}})
 
 
 # =========================================================== 3. counting talkers
@@ -127,22 +108,13 @@ def gen_count(ctx: Ctx) -> Iterator[Clip]:
 
 
 TALKER_COUNT = TaskDef(
-    name="talker_count",
-    hear_task="libricount",
-    embedding_type="scene",
-    prediction_type="multiclass",
-    split_mode="new_split_kfold",
-    sample_duration=3.0,
-    evaluation=SCENE_METRICS,
+    name="talker_count", hear_task="libricount", embedding_type="scene", prediction_type="multiclass",
+    split_mode="new_split_kfold", sample_duration=3.0, nfolds=5, evaluation=SCENE_METRICS,
+    generate=gen_count, cost=0.8, group_key="the set of talkers (speaker pools disjoint by fold)",
+    sources=("espeak-ng", "flite"),
     sizes={"smoke": {"max_count": 6, "speakers_per_fold": 6, "per_fold": 14},
            "small": {"max_count": 6, "speakers_per_fold": 10, "per_fold": 42},
-           "mini": {"max_count": 6, "speakers_per_fold": 14, "per_fold": 140}},
-    generate=gen_count,
-    nfolds=5,
-    group_key="the set of talkers (speaker pools disjoint by fold)",
-    cost=0.8,
-    sources=("espeak-ng", "flite"),
-)
+           "mini": {"max_count": 6, "speakers_per_fold": 14, "per_fold": 140}})
 
 
 # =========================================================== 4. speaking style
@@ -180,22 +152,12 @@ def gen_emotion(ctx: Ctx) -> Iterator[Clip]:
 
 
 SPEECH_EMOTION = TaskDef(
-    name="speech_emotion",
-    hear_task="tfds_crema_d",
-    embedding_type="scene",
-    prediction_type="multiclass",
-    split_mode="new_split_kfold",
-    sample_duration=3.0,
-    evaluation=SCENE_METRICS,
+    name="speech_emotion", hear_task="tfds_crema_d", embedding_type="scene", prediction_type="multiclass",
+    split_mode="new_split_kfold", sample_duration=3.0, nfolds=5, evaluation=SCENE_METRICS,
+    generate=gen_emotion, cost=1.0, group_key="speaker", sources=("espeak-ng",),
     sizes={"smoke": {"speakers_per_fold": 3, "sentences": 1},
            "small": {"speakers_per_fold": 6, "sentences": 2},
-           "mini": {"speakers_per_fold": 10, "sentences": 3}},
-    generate=gen_emotion,
-    nfolds=5,
-    group_key="speaker",
-    cost=1.0,
-    sources=("espeak-ng",),
-)
+           "mini": {"speakers_per_fold": 10, "sentences": 3}})
 
 
 
