@@ -35,6 +35,7 @@ def _audio(sr: int, seconds: float = 3.0) -> torch.Tensor:
     return torch.cat([noise, chirp[None]])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in list_models(offline=True) if n not in TWINS])
 def test_bf16_agrees_with_fp32(name, get_model):
     m32 = get_model(name)

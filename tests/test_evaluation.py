@@ -68,6 +68,7 @@ def theirs(suite, tmp_path_factory):
     return work / "emb" / "hear_models.whisper_at"
 
 
+@pytest.mark.slow
 def test_heareval_predictions_command_on_heareval_embeddings(theirs, tmp_path):
     """``hear-models heareval predictions`` on heareval's own embedding folders (a scene and
     an event task), no environment variable set: heareval's scores files appear."""
@@ -134,6 +135,7 @@ def event_embeddings(suite, embedder, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_event_task_evaluates_end_to_end_with_the_fix(event_embeddings, tmp_path):
     emb = tmp_path / EVENT
     shutil.copytree(event_embeddings, emb)
@@ -154,6 +156,7 @@ def test_event_task_evaluates_end_to_end_with_the_fix(event_embeddings, tmp_path
     assert not predict.is_current(emb, "faster", 2)
 
 
+@pytest.mark.slow
 def test_event_task_fails_without_the_fix(event_embeddings, tmp_path):
     """heareval as published on PL >= 1.8: KeyError at test time (hear-eval-kit #432)."""
     emb = tmp_path / EVENT
@@ -348,6 +351,7 @@ def test_resume_skips_finished_tasks_and_redoes_unfinished(suite, tmp_path, caps
     assert (emb / "test.embeddings.npy").stat().st_mtime_ns != stamp
 
 
+@pytest.mark.slow
 def test_suite_by_name_generates_once_then_evaluates(smoke_suite, tmp_path, monkeypatch, capsys):
     # smoke_suite: the task sources are installed (else skipped here, failed in CI)
     monkeypatch.setenv("HEAR_MODELS_CACHE", str(tmp_path / "cache"))

@@ -73,6 +73,7 @@ def runs(tasks, tmp_path_factory):
     return work, interrupted, torchrun
 
 
+@pytest.mark.slow
 def test_a_lone_shard_writes_its_part_only(runs):
     work, interrupted, _ = runs
     # (checked after the fact: the lone shard left no task folder, or torchrun resumed it)

@@ -333,7 +333,7 @@ def test_piano_notes_of_one_pitch_do_not_overlap(smoke):
 
 
 def test_probe_learns_a_scene_task(smoke):
-    pytest.importorskip("sklearn")
+    need("sklearn")
     from hear_models.evaluation.tasks._difficulty import difficulty_task
 
     d = next(p for p in _task_dirs(smoke) if p.name.startswith("drum_kit_pieces-"))

@@ -14,7 +14,9 @@ import time
 import pytest
 import torch
 
-pytest.importorskip("lightning")
+from tests.conftest import need  # noqa: E402
+
+need("lightning")
 
 from hear_models.training.config import load_config
 

@@ -411,6 +411,7 @@ class CheckpointOnSigterm(Callback):
     def __init__(self, path: Path):
         self.path = Path(path)
         self.signal_name = "SIGTERM"
+        self.pending = None  # Lightning's handler and its arguments, called after the checkpoint
 
     def on_train_start(self, trainer, pl_module):
         import threading
@@ -421,22 +422,30 @@ class CheckpointOnSigterm(Callback):
         if not callable(term):
             return
 
+        # Lightning's handler makes the loop stop at its next check, which may come before
+        # this callback's on_train_batch_end: a signal between the two would stop the run
+        # with no checkpoint. So the signal is only noted here, and handed to Lightning once
+        # last.ckpt is written at the end of the step under way.
         def on_term(signum, frame):
             self.signal_name = "SIGTERM"
-            term(signum, frame)
+            self.pending = (term, signum, frame)
 
         def on_int(signum, frame):
-            if trainer.received_sigterm:
+            if self.pending is not None or trainer.received_sigterm:
                 raise KeyboardInterrupt
             self.signal_name = "SIGINT"
-            term(signum, frame)
+            self.pending = (term, signum, frame)
 
         signal.signal(signal.SIGTERM, on_term)  # Lightning's teardown restores both
         signal.signal(signal.SIGINT, on_int)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.received_sigterm:
+        if self.pending is not None or trainer.received_sigterm:
             trainer.save_checkpoint(str(self.path), weights_only=False)
+            if self.pending is not None:
+                term, signum, frame = self.pending
+                self.pending = None
+                term(signum, frame)  # Lightning stops the loop (SIGTERMException) from here
 
 
 class StepProgressBar(TQDMProgressBar):
