@@ -1,7 +1,7 @@
 """``hear-models``: the one command line of the package.
 
     hear-models list
-    hear-models embed FILE... [--model NAME|MODULE] [--weights PATH] [--out DIR]
+    hear-models embed FILE... [--model NAME|MODULE] [--weights PATH] [--out DIR] [-v]
     hear-models validate NAME|MODULE [--weights PATH]
     hear-models tag AUDIO... [--whisper PATH] [--head PATH] [--at-time-res 10] [--top-k 5]
     hear-models weights path NAME            a local weights file of a registered model
@@ -71,11 +71,17 @@ def cmd_embed(args) -> int:
     from .audio import load_audio
 
     module, model = _load(args.model, args.weights, json.loads(args.model_options))
+    verbose = args.verbose and hasattr(model, "precision_for")  # our HearModel
+    if verbose:
+        print(f"{args.model}: {model.name or type(model).__name__}; {model.precision_text()}", file=sys.stderr)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for f in args.files:
         audio = torch.from_numpy(load_audio(f, model.sample_rate))[None]
         stem = out / Path(f).stem
+        if verbose:
+            print(f"{f}: {audio.shape[1] / model.sample_rate:.1f} s, runs in {model.precision_for(audio)}",
+                  file=sys.stderr)
         if args.kind in ("scene", "both"):
             emb = module.get_scene_embeddings(audio, model)[0].cpu().numpy()
             np.save(f"{stem}.scene.npy", emb)
@@ -187,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model-options", default="{}", help="JSON of load_model options")
     s.add_argument("--kind", choices=["scene", "timestamp", "both"], default="both")
     s.add_argument("--out", default="embeddings")
+    s.add_argument("-v", "--verbose", action="store_true",
+                   help="say which model and precision run (auto: fp32 or bf16 on this device)")
     s.set_defaults(func=cmd_embed)
 
     s = sub.add_parser("validate", help="hear-validator, failing on its warnings")

@@ -1,0 +1,132 @@
+"""Which precision a model runs in: bf16 only where the hardware multiplies bf16 natively.
+
+``precision`` of every ``load_model``:
+
+- ``"fp32"``: float32 everywhere.
+- ``"bf16"``: the encoder under ``torch.autocast(bfloat16)`` (matrix products in bf16, the
+  rest float32), wherever it runs. On a device without native bf16 matrix units torch
+  emulates them and the model runs *slower* than fp32 (3-9x on an AVX2 CPU:
+  docs/speed.md); the model then warns once.
+- ``"auto"`` (the default): bf16 where it pays, fp32 otherwise. bf16 needs native bf16
+  matrix units, found with torch's own capability queries (no CPU-name lists):
+
+  * CUDA: bf16 tensor cores (``torch.cuda.get_device_properties``: compute capability
+    8.0 and later, as ``torch.cuda.is_bf16_supported(including_emulation=False)``; ROCm); bf16 for every call (not measured by this
+    package: GPUs run matrix products in bf16 at several times their fp32 rate).
+  * CPU: ``torch.cpu.get_capabilities()`` (cpuinfo) reports ``amx_bf16`` (AMX tiles
+    usable: ``torch.cpu._init_amx()``) or ``avx512_bf16``, and torch has oneDNN
+    enabled (``torch.backends.mkldnn``). Even then bf16 is used only for calls
+    that carry at least :data:`CPU_BF16_MIN_CALL_SECONDS` of audio: on an AMX CPU one
+    10 s clip ran no faster in bf16 for ATST and the Conformer (0.94x, 0.97x), while 16
+    clips of 10 s ran 1.4-2.5x faster for every model (docs/speed.md).
+  * anything else (CPUs with AVX2 or plain AVX-512, Arm, MPS, ...): fp32.
+
+The choice is made per call of the HEAR API (the whole call in one precision) and is
+visible in ``HearModel.precision_text()`` (``hear-models embed -v``, the protocol line of
+``hear-models evaluate`` tables) and ``HearModel.precision_for(audio)``.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple, Union
+
+import torch
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+# On a CPU with native bf16, ``auto`` uses bf16 for calls with at least this much audio
+# (n_sounds x seconds). Measured (docs/speed.md, AMX, 2 threads): 10 s in one call did not
+# pay for every model, 160 s did for all; 20 s is the smallest call above the one measured
+# not to pay.
+CPU_BF16_MIN_CALL_SECONDS = 20.0
+
+# x86 bf16 matrix units, in the order they are named
+CPU_BF16_UNITS = ("amx_bf16", "avx512_bf16")
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}: expected one of {', '.join(repr(p) for p in PRECISIONS)}")
+    return precision
+
+
+def cpu_bf16_units() -> Tuple[str, ...]:
+    """The native bf16 matrix units torch finds on this CPU and can use through oneDNN
+    (``()`` on CPUs without them, e.g. AVX2-only or AVX-512 without avx512_bf16)."""
+    caps = torch.cpu.get_capabilities()
+    found = []
+    for unit in CPU_BF16_UNITS:
+        if caps.get(unit, False):
+            # AMX tiles need the kernel's permission (XFEATURE); torch asks for it here
+            if unit == "amx_bf16" and not torch.cpu._init_amx():
+                continue
+            found.append(unit)
+    if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+        return ()  # without oneDNN torch has no bf16 kernels that use them
+    return tuple(found)
+
+
+def cpu_description() -> str:
+    """This CPU as torch sees it: its ISA level and which bf16 matrix units were found."""
+    caps = torch.cpu.get_capabilities()
+    isa = torch.backends.cpu.get_cpu_capability()
+    units = cpu_bf16_units()
+    extra = [k for k in ("avx512_f", "amx_tile", "avx512_bf16", "amx_bf16") if caps.get(k, False)]
+    text = f"CPU {caps.get('architecture', '?')} {isa}"
+    if extra:
+        text += " (" + ", ".join(extra) + ")"
+    if units:
+        return text + f": native bf16 matrix units {' + '.join(units)}"
+    return text + ": no native bf16 matrix units (no AMX, no avx512_bf16)"
+
+
+def native_bf16(device: Union[str, torch.device]) -> Tuple[bool, str]:
+    """(whether ``device`` multiplies bf16 matrices natively, the device in words)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        # bf16 tensor cores: compute capability 8.0 (Ampere) and later, and every ROCm GPU
+        # (torch.cuda.is_bf16_supported(including_emulation=False), for this device)
+        props = torch.cuda.get_device_properties(device)
+        ok = bool(torch.version.hip) or props.major >= 8
+        return ok, (f"CUDA {props.name} (compute capability {props.major}.{props.minor}): "
+                    + ("bf16 tensor cores" if ok else "no bf16 tensor cores"))
+    if device.type == "cpu":
+        return bool(cpu_bf16_units()), cpu_description()
+    return False, f"{device.type}: bf16 not measured by this package, fp32 under auto"
+
+
+def resolve(precision: str, device: Union[str, torch.device], call_seconds: float) -> str:
+    """``"fp32"`` or ``"bf16"``: what a call of ``call_seconds`` of audio runs in."""
+    if precision != "auto":
+        return precision
+    ok, _ = native_bf16(device)
+    if not ok:
+        return "fp32"
+    if torch.device(device).type == "cpu" and call_seconds < CPU_BF16_MIN_CALL_SECONDS:
+        return "fp32"
+    return "bf16"
+
+
+def describe(precision: str, device: Union[str, torch.device]) -> str:
+    """The precision setting and what it means on ``device``, in one line."""
+    ok, where = native_bf16(device)
+    if precision == "fp32":
+        return f"precision fp32 (on {where})"
+    if precision == "bf16":
+        return (f"precision bf16 (on {where})" if ok else
+                f"precision bf16, EMULATED and slower than fp32 (on {where})")
+    if not ok:
+        return f"precision auto: fp32 (on {where})"
+    if torch.device(device).type == "cpu":
+        return (f"precision auto: bf16 for calls of >= {CPU_BF16_MIN_CALL_SECONDS:g} s of audio, "
+                f"fp32 below (on {where})")
+    return f"precision auto: bf16 (on {where})"
+
+
+def slow_bf16_warning(device: Union[str, torch.device]) -> str:
+    """Why an explicit ``precision="bf16"`` will be slower on ``device``."""
+    _, where = native_bf16(device)
+    return (f"precision='bf16' on a device without native bf16 matrix units ({where}): torch "
+            "emulates bf16 matrix products there, so embedding runs slower than in fp32 "
+            "(3-9x slower on an AVX2 CPU, docs/speed.md). Use precision='auto' (the default) "
+            "or 'fp32'.")
