@@ -11,11 +11,13 @@
   matrix units, found with torch's own capability queries (no CPU-name lists):
 
   * CUDA: bf16 tensor cores (``torch.cuda.get_device_properties``: compute capability
-    8.0 and later, as ``torch.cuda.is_bf16_supported(including_emulation=False)``; ROCm); bf16 for every call (not measured by this
-    package: GPUs run matrix products in bf16 at several times their fp32 rate).
+    8.0 and later, as ``torch.cuda.is_bf16_supported(including_emulation=False)``; ROCm);
+    bf16 for every call (not measured by this package: GPUs run matrix products in bf16
+    at several times their fp32 rate).
   * CPU: ``torch.cpu.get_capabilities()`` (cpuinfo) reports ``amx_bf16`` (AMX tiles
-    usable: ``torch.cpu._init_amx()``) or ``avx512_bf16``, and torch has oneDNN
-    enabled (``torch.backends.mkldnn``). Even then bf16 is used only for calls
+    usable: ``torch.cpu._init_amx()``) or ``avx512_bf16``, and oneDNN does bf16 here
+    (``torch.ops.mkldnn._is_mkldnn_bf16_supported()``: its effective ISA, which an
+    ``ONEDNN_MAX_CPU_ISA`` cap lowers). Even then bf16 is used only for calls
     that carry at least :data:`CPU_BF16_MIN_CALL_SECONDS` of audio: on an AMX CPU one
     10 s clip ran no faster in bf16 for ATST and the Conformer (0.94x, 0.97x), while 16
     clips of 10 s ran 1.4-2.5x faster for every model (docs/speed.md).
@@ -28,6 +30,7 @@ visible in ``HearModel.precision_text()`` (``hear-models embed -v``, the protoco
 
 from __future__ import annotations
 
+import os
 from typing import Tuple, Union
 
 import torch
@@ -50,33 +53,62 @@ def check_precision(precision: str) -> str:
     return precision
 
 
-def cpu_bf16_units() -> Tuple[str, ...]:
-    """The native bf16 matrix units torch finds on this CPU and can use through oneDNN
-    (``()`` on CPUs without them, e.g. AVX2-only or AVX-512 without avx512_bf16)."""
+def _onednn_isa_cap() -> str:
+    """The ISA oneDNN is limited to (``ONEDNN_MAX_CPU_ISA``; ``"ALL"``: no limit)."""
+    return (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL").upper()
+
+
+def _onednn_may_use(unit: str) -> bool:
+    cap = _onednn_isa_cap()
+    if cap in ("ALL", "DEFAULT"):
+        return True
+    if unit == "amx_bf16":
+        return "AMX" in cap
+    return any(k in cap for k in ("BF16", "FP16", "AMX", "AVX10"))  # ISAs from avx512_core_bf16 on
+
+
+def cpu_bf16() -> Tuple[Tuple[str, ...], str]:
+    """(the native bf16 matrix units of this CPU that torch's bf16 kernels use, a note on
+    why units the CPU has are not used, or "")."""
     caps = torch.cpu.get_capabilities()
-    found = []
-    for unit in CPU_BF16_UNITS:
-        if caps.get(unit, False):
-            # AMX tiles need the kernel's permission (XFEATURE); torch asks for it here
-            if unit == "amx_bf16" and not torch.cpu._init_amx():
-                continue
-            found.append(unit)
+    present = [u for u in CPU_BF16_UNITS if caps.get(u, False)]
+    if not present:
+        return (), ""
     if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
-        return ()  # without oneDNN torch has no bf16 kernels that use them
-    return tuple(found)
+        return (), "torch's oneDNN is off"
+    # oneDNN's own answer (its effective ISA: False on AVX2-only CPUs or under an AVX2 cap)
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return (), f"oneDNN has no bf16 on this CPU (ONEDNN_MAX_CPU_ISA={_onednn_isa_cap()})"
+    used = []
+    for unit in present:
+        # AMX tiles need the kernel's permission (XFEATURE); torch asks for it here
+        if unit == "amx_bf16" and not torch.cpu._init_amx():
+            continue
+        if _onednn_may_use(unit):
+            used.append(unit)
+    why = "" if used else f"not used by oneDNN (ONEDNN_MAX_CPU_ISA={_onednn_isa_cap()}, AMX permission)"
+    return tuple(used), why
+
+
+def cpu_bf16_units() -> Tuple[str, ...]:
+    """The native bf16 matrix units torch finds on this CPU and uses through oneDNN
+    (``()`` on CPUs without them, e.g. AVX2-only or AVX-512 without avx512_bf16)."""
+    return cpu_bf16()[0]
 
 
 def cpu_description() -> str:
     """This CPU as torch sees it: its ISA level and which bf16 matrix units were found."""
     caps = torch.cpu.get_capabilities()
     isa = torch.backends.cpu.get_cpu_capability()
-    units = cpu_bf16_units()
-    extra = [k for k in ("avx512_f", "amx_tile", "avx512_bf16", "amx_bf16") if caps.get(k, False)]
-    text = f"CPU {caps.get('architecture', '?')} {isa}"
+    units, why = cpu_bf16()
+    extra = [k for k in ("avx512_f", "avx512_bf16", "amx_tile", "amx_bf16") if caps.get(k, False)]
+    text = f"CPU {caps.get('architecture', '?')}, torch kernels {isa}"
     if extra:
         text += " (" + ", ".join(extra) + ")"
     if units:
         return text + f": native bf16 matrix units {' + '.join(units)}"
+    if why:
+        return text + f": bf16 units present but {why}: no native bf16"
     return text + ": no native bf16 matrix units (no AMX, no avx512_bf16)"
 
 

@@ -32,10 +32,14 @@ NAME = "conformer_tiny"  # the smallest offline model
 
 @pytest.fixture
 def cpu(monkeypatch):
-    """Make this CPU report the given capabilities (AMX tiles granted by the kernel)."""
+    """Make this CPU report the given capabilities: cpuinfo's flags, and oneDNN's bf16
+    support as it answers on such a CPU (AVX-512 or later; AMX tiles granted)."""
     def set_caps(caps):
         monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: caps)
         monkeypatch.setattr(torch.cpu, "_init_amx", lambda: True)
+        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: caps["avx512_f"])
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+        monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
     return set_caps
 
 
@@ -85,6 +89,20 @@ def test_amx_counts_only_when_the_kernel_grants_it(cpu, monkeypatch):
     monkeypatch.setattr(torch.cpu, "_init_amx", lambda: False)
     assert precision.cpu_bf16_units() == ()
     assert precision.resolve("auto", "cpu", 60.0) == "fp32"
+
+
+@pytest.mark.parametrize("cap", ["AVX2", "AVX512_CORE"])
+def test_onednn_capped_below_bf16_means_fp32(cpu, monkeypatch, cap):
+    """ONEDNN_MAX_CPU_ISA below avx512_core_bf16: the units are there, oneDNN does not use them."""
+    cpu(AMX)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    if cap == "AVX2":  # oneDNN's own answer under that cap
+        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert precision.resolve("auto", "cpu", 60.0) == "fp32"
+    assert f"ONEDNN_MAX_CPU_ISA={cap}" in precision.cpu_description()
+    cpu(AMX)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")  # avx512_bf16, not AMX
+    assert precision.cpu_bf16_units() == ("avx512_bf16",)
 
 
 def test_auto_on_cuda_follows_bf16_tensor_cores(monkeypatch):
