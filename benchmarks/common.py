@@ -94,7 +94,7 @@ def peak_matmul_rate(dtype=torch.float32, n: int = 2048, seconds: float = 2.0) -
             t = time.perf_counter()
             torch.mm(a, bt)
             per = time.perf_counter() - t
-            if size >= n or per * 8 > seconds / 8:  # the next size would take 8x longer
+            if size >= n or per * 8 > seconds / 2:  # the next size would take 8x longer
                 break
             size *= 2
         best = per

@@ -28,9 +28,11 @@ speed: for each model at its default size, audio seconds embedded per wall secon
   RANDOM weights (their trained weights cannot be fetched offline; speed does not depend
   on the values).
 bf16: fp32 vs ``precision="bf16"`` vs ``precision="auto"`` (and what auto chose for the
-  call), the bf16 speed-up, and the cosine similarity of bf16 embeddings to fp32 (worst
-  frame, mean frame, worst scene), on noise and a chirp. On a CPU without native bf16
-  matrix units (the machine line says which were found) bf16 is emulated and slower.
+  call), the bf16 speed-up, % of peak (fp32 runs: of the fp32 peak; bf16 runs, which mix
+  fp32 and bf16 products: of the higher of the two peaks), and the cosine similarity of
+  bf16 embeddings to fp32 (worst frame, mean frame, worst scene), on noise and a chirp. On
+  a CPU without native bf16 matrix units (the machine line says which were found) bf16 is
+  emulated and slower.
 long: 1-hour (etc.) clips, each in a fresh process: wall time, x RT, peak memory, and the
   memory left after subtracting the input audio and the returned embeddings.
 heads: Whisper-AT TL-Tr / TL-Tr-512 head time and FLOPs against the encoder's on 10 s
@@ -337,7 +339,7 @@ def cmd_bf16(a):
                     t32, t16, tauto = (sorted(v)[len(v) // 2] for v in ts.values())
                     print(f"{name:20s} {sec:4.0f}s {batch:5d} {t32:8.2f} {t16:8.2f} {tauto:8.2f} "
                           f"{mauto.precision_for(audio):>5s} {t32 / t16:7.2f}x "
-                          f"{pct_text(pct(flops / t32, peak32))} {pct_text(pct(flops / t16, peak16))} "
+                          f"{pct_text(pct(flops / t32, peak32))} {pct_text(pct(flops / t16, max(peak16, peak32)))} "
                           f"{agree['frame_min']:9.5f} {agree['frame_mean']:8.5f} "
                           f"{100 * agree['frames_below_0.999']:6.2f}% {agree['scene_min']:9.6f}", flush=True)
         del m32, m16, mauto
