@@ -5,7 +5,7 @@
 - ``"fp32"``: float32 everywhere.
 - ``"bf16"``: the encoder under ``torch.autocast(bfloat16)`` (matrix products in bf16, the
   rest float32), wherever it runs. On a device without native bf16 matrix units torch
-  emulates them and the model runs *slower* than fp32 (3-9x on an AVX2 CPU:
+  emulates them and the model runs *slower* than fp32 (2.5-9x on AVX2 CPUs:
   docs/speed.md); the model then warns once.
 - ``"auto"`` (the default): bf16 where it pays, fp32 otherwise. bf16 needs native bf16
   matrix units, found with torch's own capability queries (no CPU-name lists):
@@ -20,7 +20,8 @@
     ``ONEDNN_MAX_CPU_ISA`` cap lowers). Even then bf16 is used only for calls
     that carry at least :data:`CPU_BF16_MIN_CALL_SECONDS` of audio: on an AMX CPU one
     10 s clip ran no faster in bf16 for ATST and the Conformer (0.94x, 0.97x), while 16
-    clips of 10 s ran 1.4-2.5x faster for every model (docs/speed.md).
+    clips of 10 s ran 1.4-2.5x faster for every model (docs/speed.md; a Zen 4 with
+    avx512_bf16 alike).
   * anything else (CPUs with AVX2 or plain AVX-512, Arm, MPS, ...): fp32.
 
 The choice is made per call of the HEAR API (the whole call in one precision) and is
@@ -38,9 +39,9 @@ import torch
 PRECISIONS = ("auto", "fp32", "bf16")
 
 # On a CPU with native bf16, ``auto`` uses bf16 for calls with at least this much audio
-# (n_sounds x seconds). Measured (docs/speed.md, AMX, 2 threads): 10 s in one call did not
-# pay for every model, 160 s did for all; 20 s is the smallest call above the one measured
-# not to pay.
+# (n_sounds x seconds). Measured (docs/speed.md): one 10 s clip did not pay for every model
+# (Conformer 0.97x on AMX, 1.00x on a Zen 4 with avx512_bf16), 40 s (Zen 4) and 160 s (AMX)
+# did for all measured; 20 s is the smallest call above the one measured not to pay.
 CPU_BF16_MIN_CALL_SECONDS = 20.0
 
 # x86 bf16 matrix units, in the order they are named
@@ -160,5 +161,5 @@ def slow_bf16_warning(device: Union[str, torch.device]) -> str:
     _, where = native_bf16(device)
     return (f"precision='bf16' on a device without native bf16 matrix units ({where}): torch "
             "emulates bf16 matrix products there, so embedding runs slower than in fp32 "
-            "(3-9x slower on an AVX2 CPU, docs/speed.md). Use precision='auto' (the default) "
+            "(2.5-9x slower on AVX2 CPUs, docs/speed.md). Use precision='auto' (the default) "
             "or 'fp32'.")
