@@ -5,7 +5,7 @@
 - ``"fp32"``: float32 everywhere.
 - ``"bf16"``: the encoder under ``torch.autocast(bfloat16)`` (matrix products in bf16, the
   rest float32), wherever it runs. On a device without native bf16 matrix units torch
-  emulates them and the model runs *slower* than fp32 (2.5-9x on AVX2 CPUs:
+  emulates them and the model runs *slower* than fp32 (2-9x on AVX2 CPUs:
   docs/speed.md); the model then warns once.
 - ``"auto"`` (the default): bf16 where it pays, fp32 otherwise. bf16 needs native bf16
   matrix units, found with torch's own capability queries (no CPU-name lists):
@@ -161,5 +161,5 @@ def slow_bf16_warning(device: Union[str, torch.device]) -> str:
     _, where = native_bf16(device)
     return (f"precision='bf16' on a device without native bf16 matrix units ({where}): torch "
             "emulates bf16 matrix products there, so embedding runs slower than in fp32 "
-            "(2.5-9x slower on AVX2 CPUs, docs/speed.md). Use precision='auto' (the default) "
+            "(2-9x slower on AVX2 CPUs, docs/speed.md). Use precision='auto' (the default) "
             "or 'fp32'.")
