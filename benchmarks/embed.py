@@ -10,7 +10,7 @@ speed: for each model at its default size, audio seconds embedded per wall secon
   clip length and batch, ours beside the reference implementation of the same model and
   weights (same audio, same run, interleaved), the ratio ref time / our time, and the
   FLOP rate each achieves against this machine's measured peak matrix-multiply rate
-  (fp32 and bf16, printed first). References:
+  (fp32 and bf16, printed first with the CPU, its ISA and bf16 matrix units). References:
     whisper_base, whisper_tiny_en  openai-whisper's AudioEncoder on every 30 s window padded
                                    to 3000 mel frames (as whisper.transcribe runs it);
     whisper_at_base                the ``whisper-at`` package (0.5): its encoder on padded
@@ -27,8 +27,12 @@ speed: for each model at its default size, audio seconds embedded per wall secon
   and GURA's HuBERT xLarge / wav2vec 2.0 Large are the real architectures with seeded
   RANDOM weights (their trained weights cannot be fetched offline; speed does not depend
   on the values).
-bf16: fp32 vs ``precision="bf16"``, speed-up, and the cosine similarity of embeddings to
-  fp32 (worst frame, mean frame, worst scene), on noise and a chirp.
+bf16: fp32 vs ``precision="bf16"`` vs ``precision="auto"`` (and what auto chose for the
+  call), the bf16 speed-up, % of peak (fp32 runs: of the fp32 peak; bf16 runs, which mix
+  fp32 and bf16 products: of the higher of the two peaks), and the cosine similarity of
+  bf16 embeddings to fp32 (worst frame, mean frame, worst scene), on noise and a chirp. On
+  a CPU without native bf16 matrix units (the machine line says which were found) bf16 is
+  emulated and slower.
 long: 1-hour (etc.) clips, each in a fresh process: wall time, x RT, peak memory, and the
   memory left after subtracting the input audio and the returned embeddings.
 heads: Whisper-AT TL-Tr / TL-Tr-512 head time and FLOPs against the encoder's on 10 s
@@ -47,7 +51,8 @@ import os
 import subprocess
 import sys
 import time
-from typing import Callable, Dict, List, Tuple
+import warnings
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -204,12 +209,43 @@ def test_audio(batch: int, seconds: float, sr: int, seed: int = 0) -> torch.Tens
     return torch.rand(batch, int(seconds * sr), generator=g) * 0.2 - 0.1
 
 
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
 def machine_line():
-    """Measure the fp32 / bf16 matmul peaks, print them with torch, threads and load; return them."""
-    peak32, peak16 = peak_matmul_rate(torch.float32), peak_matmul_rate(torch.bfloat16)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; measured peak matmul (2048^3): "
-          f"fp32 {peak32 / 1e9:.0f} GFLOP/s, bf16 {peak16 / 1e9:.0f} GFLOP/s; load {load_average()}")
+    """Measure the fp32 / bf16 matmul peaks, print them with the CPU, its ISA and bf16 matrix
+    units (torch's own queries: hear_models.precision), torch, threads and load; return them."""
+    from hear_models.precision import cpu_description
+
+    (peak32, how32), (peak16, how16) = peak_matmul_rate(torch.float32), peak_matmul_rate(torch.bfloat16)
+    print(f"{cpu_name()}; {cpu_description()}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"measured peak matmul: fp32 {gflops(peak32)} GFLOP/s ({how32}), bf16 {gflops(peak16)} GFLOP/s "
+          f"({how16}); load {load_average()}")
     return peak32, peak16
+
+
+def gflops(rate: float) -> str:
+    """A rate in GFLOP/s with 3 significant digits (an emulated bf16 product runs below 1)."""
+    return f"{rate / 1e9:.3g}"
+
+
+def pct(rate: float, peak: float) -> Optional[float]:
+    """``rate`` in % of a measured peak; None without one."""
+    return round(100 * rate / peak, 1) if peak > 0 else None
+
+
+def pct_text(value: Optional[float], width: int = 5) -> str:
+    return f"{value:{width}.1f}%" if value is not None else f"{'n/a':>{width + 1}s}"
 
 
 # -- speed ------------------------------------------------------------------------------------
@@ -245,11 +281,11 @@ def cmd_speed(a):
                     t, mb, rate = results[impl], mem[impl], flops[impl] / results[impl]
                     row = dict(model=name, impl=impl, seconds=sec, batch=batch, wall_s=round(t, 3),
                                x_rt=round(sec * batch / t, 2), peak_mb=round(mb), gflops=round(rate / 1e9, 1),
-                               pct_peak=round(100 * rate / peak32, 1),
+                               pct_peak=pct(rate, peak32),
                                ratio=round(t / results["ours"], 2) if impl != "ours" else None)
                     rows.append(row)
                     print(f"{name:20s} {impl:24s} {sec:4.0f}s {batch:5d} {t:8.2f} {row['x_rt']:7.1f} "
-                          f"{mb:8.0f} {rate / 1e9:8.1f} {row['pct_peak']:6.1f}% "
+                          f"{mb:8.0f} {rate / 1e9:8.1f} {pct_text(row['pct_peak'], 6)} "
                           f"{'' if impl == 'ours' else format(t / results['ours'], '7.2f') + 'x'}", flush=True)
         del hm
     print(f"load after: {load_average()}")
@@ -279,29 +315,37 @@ def bf16_agreement(m32, m16, audio) -> Dict[str, float]:
 
 def cmd_bf16(a):
     peak32, peak16 = machine_line()
-    print(f"{'model':20s} {'clip':>5s} {'batch':>5s} {'fp32 s':>8s} {'bf16 s':>8s} {'speed-up':>8s} "
-          f"{'% pk32':>6s} {'% pk16':>6s} {'frame min':>9s} {'mean':>8s} {'<0.999':>7s} {'scene min':>9s}", flush=True)
+    print(f"{'model':20s} {'clip':>5s} {'batch':>5s} {'fp32 s':>8s} {'bf16 s':>8s} {'auto s':>8s} {'auto':>5s} "
+          f"{'speed-up':>8s} {'% pk32':>6s} {'% pk16':>6s} {'frame min':>9s} {'mean':>8s} {'<0.999':>7s} "
+          f"{'scene min':>9s}", flush=True)
     for name in a.models:
-        m32, m16 = build(name), build(name, "bf16")
-        agree = bf16_agreement(m32, m16, agreement_audio(m32.sample_rate, a.agree_seconds))
-        for sec in a.seconds:
-            for batch in a.batch:
-                audio = test_audio(batch, sec, m32.sample_rate)
-                small = test_audio(1, 1.0, m32.sample_rate)
-                t32 = t16 = None
-                with torch.inference_mode():
-                    flops = count_flops(lambda: m32.timestamp_embeddings(audio[:1])) * batch
-                    m32.timestamp_embeddings(small), m16.timestamp_embeddings(small)
-                    ts32, ts16 = [], []
-                    for _ in range(a.repeats):  # interleaved
-                        ts32.append(timed(lambda: m32.timestamp_embeddings(audio), 1, warmup=lambda: None)[0])
-                        ts16.append(timed(lambda: m16.timestamp_embeddings(audio), 1, warmup=lambda: None)[0])
-                t32, t16 = sorted(ts32)[len(ts32) // 2], sorted(ts16)[len(ts16) // 2]
-                print(f"{name:20s} {sec:4.0f}s {batch:5d} {t32:8.2f} {t16:8.2f} {t32 / t16:7.2f}x "
-                      f"{100 * flops / t32 / peak32:5.1f}% {100 * flops / t16 / peak16:5.1f}% "
-                      f"{agree['frame_min']:9.5f} {agree['frame_mean']:8.5f} {100 * agree['frames_below_0.999']:6.2f}% "
-                      f"{agree['scene_min']:9.6f}", flush=True)
-        del m32, m16
+        m32, m16, mauto = build(name), build(name, "bf16"), build(name, "auto")
+        with warnings.catch_warnings():  # bf16 on a CPU without bf16 units: measured, not warned
+            warnings.simplefilter("ignore", RuntimeWarning)
+            agree = bf16_agreement(m32, m16, agreement_audio(m32.sample_rate, a.agree_seconds))
+            for sec in a.seconds:
+                for batch in a.batch:
+                    audio = test_audio(batch, sec, m32.sample_rate)
+                    small = test_audio(1, 1.0, m32.sample_rate)
+                    with torch.inference_mode():
+                        flops = count_flops(lambda: m32.timestamp_embeddings(audio[:1])) * batch
+                        for m in (m32, m16, mauto):
+                            m.timestamp_embeddings(small)
+                        ts: Dict[str, List[float]] = {"fp32": [], "bf16": [], "auto": []}
+                        for _ in range(a.repeats):  # interleaved
+                            for key, m in (("fp32", m32), ("bf16", m16), ("auto", mauto)):
+                                ts[key].append(timed(lambda: m.timestamp_embeddings(audio), 1,
+                                                     warmup=lambda: None)[0])
+                    t32, t16, tauto = (sorted(v)[len(v) // 2] for v in ts.values())
+                    print(f"{name:20s} {sec:4.0f}s {batch:5d} {t32:8.2f} {t16:8.2f} {tauto:8.2f} "
+                          f"{mauto.precision_for(audio):>5s} {t32 / t16:7.2f}x "
+                          f"{pct_text(pct(flops / t32, peak32))} {pct_text(pct(flops / t16, max(peak16, peak32)))} "
+                          f"{agree['frame_min']:9.5f} {agree['frame_mean']:8.5f} "
+                          f"{100 * agree['frames_below_0.999']:6.2f}% {agree['scene_min']:9.6f}", flush=True)
+        del m32, m16, mauto
+    from hear_models.precision import describe
+
+    print(describe("auto", "cpu"))
     print(f"load after: {load_average()}")
 
 

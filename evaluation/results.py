@@ -241,7 +241,8 @@ def protocol_lines(settings: Dict[str, Any], protocol: Optional[str] = None) -> 
     for m in settings.get("model_details", []):
         lines.append(f"- **Model** `{m['name']}`: {m['module']}, weights {m['weights']!r}"
                      + (f", options {json.dumps(m['options'], sort_keys=True)}" if m.get("options") else "")
-                     + (f"; {m['description']}" if m.get("description") else "") + ".")
+                     + (f"; {m['description']}" if m.get("description") else "")
+                     + (f"; {m['precision']}" if m.get("precision") else "") + ".")
     env = settings.get("environment") or {}
     if env:
         lines.append("- **Run**: " + ", ".join(f"{k} {v}" for k, v in env.items())

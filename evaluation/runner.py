@@ -251,7 +251,8 @@ def evaluate(models: Sequence[str], tasks: str, only: Optional[Sequence[str]] = 
         rate = embedder.sample_rate
         model_details.append({"name": folder, "module": module_path, "weights": w, "options": options,
                               "description": str(getattr(embedder.model, "description", "") or
-                                                 (registry_description(name)))})
+                                                 (registry_description(name))),
+                              "precision": model_precision(embedder)})
         say(f"[{name}] {module_path} loaded in {time.time() - t0:.1f} s ({rate} Hz, device {embedder.device})")
         folders = ensure_suite(tasks, seed, rate, only, progress) if given is None else given
         checked = []
@@ -342,6 +343,13 @@ def _version(dist: str) -> Optional[str]:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         return None
+
+
+def model_precision(embedder: Embedder) -> str:
+    """The precision the model runs in on the run's device, in words ("" for HEAR modules
+    of other packages)."""
+    text = getattr(embedder.model, "precision_text", None)
+    return text(embedder.device) if callable(text) else ""
 
 
 def registry_description(name: str) -> str:

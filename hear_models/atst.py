@@ -69,7 +69,7 @@ def load_model(
     chunk_seconds: float = 0.0,
     which: str = "teacher",
     max_batch_seconds: float = 240.0,
-    precision: str = "fp32",
+    precision: str = "auto",
 ) -> ATSTHearModel:
     """Load an ATST encoder behind HEAR's API.
 
@@ -90,8 +90,10 @@ def load_model(
         (official checkpoints: their ``train_len``), else 6 s. At most 10 s.
     which : "teacher" | "student"
         Which encoder of an official / training checkpoint (downstream uses the teacher).
-    precision : "fp32" | "bf16"
-        bf16: matrix products in bfloat16 under autocast, the rest float32 (docs/speed.md).
+    precision : "auto" | "fp32" | "bf16"
+        bf16: matrix products in bfloat16 under autocast, the rest float32 (docs/speed.md);
+        auto (default): bf16 only on devices with native bf16 matrix units and calls where
+        it pays, fp32 otherwise (hear_models.precision).
     """
     from .models.atst import CHUNK_SECONDS, ATSTFrameEncoder, load_encoder
 

@@ -1,7 +1,7 @@
 """``hear-models``: the one command line of the package.
 
     hear-models list
-    hear-models embed FILE... [--model NAME|MODULE] [--weights PATH] [--out DIR]
+    hear-models embed FILE... [--model NAME|MODULE] [--weights PATH] [--out DIR] [-v]
     hear-models validate NAME|MODULE [--weights PATH]
     hear-models tag AUDIO... [--whisper PATH] [--head PATH] [--at-time-res 10] [--top-k 5]
     hear-models weights path NAME            a local weights file of a registered model
@@ -156,6 +156,9 @@ def cmd_embed(args) -> int:
     out = check_out_dir(args.out)
     stems = output_stems(good, out)
     module, model = _load(args.model, args.weights, options) if good else (None, None)
+    verbose = args.verbose and hasattr(model, "precision_for")  # our HearModel
+    if verbose:
+        print(f"{args.model}: {model.name or type(model).__name__}; {model.precision_text()}", file=sys.stderr)
     for f in good:
         try:
             with warnings.catch_warnings():
@@ -166,6 +169,9 @@ def cmd_embed(args) -> int:
                 raise
             bad[f] = str(e)
             continue
+        if verbose:
+            print(f"{f}: {audio.shape[1] / model.sample_rate:.1f} s, runs in {model.precision_for(audio)}",
+                  file=sys.stderr)
         stem = stems[f]
         stem.parent.mkdir(parents=True, exist_ok=True)
         if args.kind in ("scene", "both"):
@@ -319,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "ones (exit status 1) instead of stopping before anything is embedded")
     s.add_argument("--strict", action="store_true", help="refuse truncated files (header promises more "
                    "audio than the file holds) instead of warning")
+    s.add_argument("-v", "--verbose", action="store_true",
+                   help="say which model and precision run (auto: fp32 or bf16 on this device)")
     s.set_defaults(func=cmd_embed)
 
     s = sub.add_parser("validate", help="hear-validator, failing on its warnings")

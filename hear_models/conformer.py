@@ -30,7 +30,7 @@ def load_model(
     layers: Union[str, int, Sequence[int]] = "all",
     combine: str = "mean",
     max_batch_seconds: float = 240.0,
-    precision: str = "fp32",
+    precision: str = "auto",
 ) -> HearModel:
     """Load a Conformer SSL encoder behind HEAR's API.
 
@@ -45,8 +45,10 @@ def load_model(
     layers : "all" | "last" | int | list of int
         Blocks that feed the embeddings (default: all of them, averaged).
     combine : "mean" | "concat"
-    precision : "fp32" | "bf16"
-        bf16: matrix products in bfloat16 under autocast, the rest float32 (docs/speed.md).
+    precision : "auto" | "fp32" | "bf16"
+        bf16: matrix products in bfloat16 under autocast, the rest float32 (docs/speed.md);
+        auto (default): bf16 only on devices with native bf16 matrix units and calls where
+        it pays, fp32 otherwise (hear_models.precision).
     """
     from .models.conformer import ConformerFrameEncoder, load_encoder
 

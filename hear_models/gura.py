@@ -48,7 +48,7 @@ class GuraHearModel(HearModel):
     """
 
     def __init__(self, encoder, name: str = "", max_batch_seconds: float = 30.0, scene_groups: int = 1,
-                 precision: str = "fp32"):
+                 precision: str = "auto"):
         super().__init__(encoder, name=name, max_batch_seconds=max_batch_seconds, precision=precision)
         self.scene_groups = int(scene_groups)
         if self.scene_groups < 1:
@@ -169,7 +169,7 @@ def load_model(
     window_seconds: float = 30.0,
     max_batch_seconds: float = 30.0,
     crepe_batch_frames: Optional[int] = None,
-    precision: str = "fp32",
+    precision: str = "auto",
 ) -> GuraHearModel:
     """Load a GURA variant behind HEAR's API.
 
@@ -194,8 +194,10 @@ def load_model(
     crepe_batch_frames : int, optional
         CREPE frames per forward pass (default: about 100 MB of activations, 64 frames
         for CREPE full, 512 for tiny, whose thin layers need big batches to be fast).
-    precision : "fp32" | "bf16"
-        bf16: matrix products in bfloat16 under autocast, the rest float32 (docs/speed.md).
+    precision : "auto" | "fp32" | "bf16"
+        bf16: matrix products in bfloat16 under autocast, the rest float32 (docs/speed.md);
+        auto (default): bf16 only on devices with native bf16 matrix units and calls where
+        it pays, fp32 otherwise (hear_models.precision).
     """
     from .layers.crepe import load_crepe
     from .models.gura import VARIANTS, GuraEncoder, load_speech_model

@@ -18,11 +18,16 @@ Layer selection is an option of the encoder (:class:`LayerSelector`), not of thi
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from .precision import check_precision, native_bf16, slow_bf16_warning
+from .precision import describe as describe_precision
+from .precision import resolve as resolve_precision
 
 HEAR_SAMPLE_RATES = (16000, 22050, 32000, 44100, 48000)
 
@@ -168,17 +173,18 @@ class HearModel(nn.Module):
     encoder : FrameEncoder
     max_batch_seconds : float
         Audio processed in one forward (summed over the batch), which bounds memory.
-    precision : "fp32" | "bf16"
-        ``bf16`` runs the encoder under ``torch.autocast`` in bfloat16 (CPUs with AVX512-BF16
-        or AMX, and GPUs); the front end stays float32 and outputs are float32.
+    precision : "auto" | "fp32" | "bf16"
+        ``bf16`` runs the encoder under ``torch.autocast`` in bfloat16 (the front end stays
+        float32 and outputs are float32); ``auto`` (default) does so only on devices with
+        native bf16 matrix units and, on CPUs, only for calls with enough audio to pay
+        (:mod:`hear_models.precision`); fp32 otherwise.
     """
 
     def __init__(self, encoder: FrameEncoder, name: str = "", max_batch_seconds: float = 240.0,
-                 precision: str = "fp32"):
+                 precision: str = "auto"):
         super().__init__()
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision={precision!r}: expected 'fp32' or 'bf16'")
-        self.precision = precision
+        self.precision = check_precision(precision)
+        self._warned_slow_bf16: set = set()
         if encoder.sample_rate not in HEAR_SAMPLE_RATES:
             raise ValueError(f"sample_rate {encoder.sample_rate} is not one HEAR allows")
         if encoder.n_frames(encoder.window_samples) * encoder.hop_samples != encoder.window_samples:
@@ -283,8 +289,26 @@ class HearModel(nn.Module):
                 yield slice(i, i + per_batch), offset, keep, window[i:i + per_batch]
             offset += keep
 
+    # -- precision ---------------------------------------------------------------------------
+    def precision_for(self, audio: Tensor) -> str:
+        """``"fp32"`` or ``"bf16"``: what a call on ``audio`` (n_sounds, n_samples) runs in."""
+        return resolve_precision(self.precision, audio.device, audio.shape[0] * audio.shape[1] / self.sample_rate)
+
+    def precision_text(self, device=None) -> str:
+        """The precision setting and what it means on ``device`` (default: the model's)."""
+        return describe_precision(self.precision, self._device() if device is None else device)
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, {self.precision_text()}"
+
     def _autocast(self, audio: Tensor):
-        return torch.autocast(audio.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+        """The autocast context of a call (the whole call runs in one precision)."""
+        chosen = self.precision_for(audio)
+        if self.precision == "bf16" and audio.device.type not in self._warned_slow_bf16:
+            self._warned_slow_bf16.add(audio.device.type)  # one warning per model and device
+            if not native_bf16(audio.device)[0]:
+                warnings.warn(slow_bf16_warning(audio.device), RuntimeWarning, stacklevel=3)
+        return torch.autocast(audio.device.type, dtype=torch.bfloat16, enabled=chosen == "bf16")
 
     def iter_frames(self, audio: Tensor, summary: bool = False) -> Iterator[Tuple[slice, int, Tensor, Optional[Tensor]]]:
         """Run the encoder over all windows of all sounds, a memory-bounded batch at a time.

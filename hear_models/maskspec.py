@@ -35,7 +35,7 @@ def load_model(
     freq_pool: str = "mean",
     shifts: int = 4,
     max_batch_seconds: float = 240.0,
-    precision: str = "fp32",
+    precision: str = "auto",
 ) -> HearModel:
     """Load a MaskSpec encoder behind HEAR's API.
 
@@ -54,8 +54,10 @@ def load_model(
         How the 8 frequency tokens of a patch column make a frame.
     shifts : 4 | 1
         4: each 40 ms frame has its own patch column (4 passes); 1: columns repeated.
-    precision : "fp32" | "bf16"
-        bf16: matrix products in bfloat16 under autocast, the rest float32 (docs/speed.md).
+    precision : "auto" | "fp32" | "bf16"
+        bf16: matrix products in bfloat16 under autocast, the rest float32 (docs/speed.md);
+        auto (default): bf16 only on devices with native bf16 matrix units and calls where
+        it pays, fp32 otherwise (hear_models.precision).
     """
     from .models.maskspec import MaskSpecFrameEncoder, load_encoder
 

@@ -27,7 +27,7 @@ def load_model(
     max_batch_seconds: float = 240.0,
     head: str = "",
     head_output: str = "logits",
-    precision: str = "fp32",
+    precision: str = "auto",
 ) -> HearModel:
     """Load a Whisper encoder behind HEAR's API.
 
@@ -51,9 +51,11 @@ def load_model(
         base only). Its output over the clip is appended to the scene embedding.
     head_output : "logits" | "repr" | "both"
         What the head appends: class logits, its pooled representation, or both.
-    precision : "fp32" | "bf16"
+    precision : "auto" | "fp32" | "bf16"
         bf16: the blocks' matrix products in bfloat16 under autocast, the conv stem and
-        residual stream float32 (speed and agreement with fp32: docs/speed.md).
+        residual stream float32 (speed and agreement with fp32: docs/speed.md); auto
+        (default): bf16 only on devices with native bf16 matrix units and calls where it
+        pays, fp32 otherwise (hear_models.precision).
     """
     from .checkpoints import load_whisper
     from .models.whisper import WhisperEncoder

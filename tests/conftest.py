@@ -60,7 +60,10 @@ def copy_tasks(suite: Path, dst: Path, names) -> Path:
 @functools.lru_cache(maxsize=None)
 def _model(name):
     torch.manual_seed(0)
-    return create_model(name)
+    # fp32, not the default "auto": these tests assert float32 numerics (batched equals one
+    # by one, windows join, parity with references), and auto would run long calls in bf16
+    # on CPUs with AMX / avx512_bf16 (tests/test_precision.py covers auto on both kinds)
+    return create_model(name, precision="fp32")
 
 
 @pytest.fixture(scope="session")

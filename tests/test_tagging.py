@@ -35,7 +35,7 @@ def test_head_file_round_trip(tiny_head):
 
 def test_scene_embedding_with_head(tiny_head):
     path, head = tiny_head
-    m = whisper_at.load_model("offline:tiny.en", head=str(path), head_output="both")
+    m = whisper_at.load_model("offline:tiny.en", head=str(path), head_output="both", precision="fp32")
     assert m.scene_embedding_size == 384 + 64 + 7 and m.timestamp_embedding_size == 384
     audio = noise(2, 10.0, 16000, seed=4) * 0.3
     scene = m.scene_embeddings(audio)
