@@ -138,13 +138,13 @@ class PeakMemory:
             self.mb = self._rss.peak / 2**20
 
 
-def native_bf16(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:  # oneDNN's own query (avx512_bf16 / AMX or an emulation it accepts)
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+def native_bf16(device: torch.device) -> str:
+    """What ``precision="auto"`` finds on ``device`` (hear_models.precision: torch's own
+    capability queries)."""
+    from hear_models.precision import native_bf16 as query
+
+    ok, why = query(device)
+    return f"{'yes' if ok else 'no'} ({why})"
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype, n: int) -> float:
@@ -288,7 +288,6 @@ def check_precision(rep: Report, device: torch.device, tmp: Path, peaks: Dict[st
                     out[f"{label}_x_rt"] = batch * seconds / t
                     out[f"{label}_peak_mb"] = mem.mb
                     out[f"{label}_pct_of_{label}_peak"] = 100 * flops / t / peaks[label]
-            del m32, m16
             return dict(batch=f"{batch} x {seconds:g} s", speedup=out["fp32_s"] / out["bf16_s"],
                         worst_frame_cosine=cos, **out)
 
