@@ -36,6 +36,7 @@ def load_model(
     shifts: int = 4,
     max_batch_seconds: float = 240.0,
     precision: str = "auto",
+    mel_stats: str = "auto",
 ) -> HearModel:
     """Load a MaskSpec encoder behind HEAR's API.
 
@@ -58,10 +59,15 @@ def load_model(
         bf16: matrix products in bfloat16 under autocast, the rest float32 (docs/speed.md);
         auto (default): bf16 only on devices with native bf16 matrix units and calls where
         it pays, fp32 otherwise (hear_models.precision).
+    mel_stats : "auto" | "official" | "none" | path
+        Per-bin standardisation of the log-mel. "auto": official checkpoints get the
+        official AudioSet statistics (the official code always applies them; its files do
+        not carry them), our files keep their own; "official" / "none" (identity) / a
+        ``.npy`` file override (:func:`hear_models.models.maskspec.load_encoder`).
     """
     from .models.maskspec import MaskSpecFrameEncoder, load_encoder
 
-    loaded = load_encoder(model_file_path, variant)
+    loaded = load_encoder(model_file_path, variant, mel_stats=mel_stats)
     frame_encoder = MaskSpecFrameEncoder(loaded.frontend, loaded.encoder, layers=layers, combine=combine,
                                          freq_pool=freq_pool, shifts=shifts)
     frame_encoder.requires_grad_(False)

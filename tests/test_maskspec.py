@@ -252,6 +252,119 @@ def test_official_checkpoint_file_loads_in_hear_module(tmp_path):
         torch.testing.assert_close(mel_model(mel), reference_encoder(sd, mel), atol=1e-5, rtol=1e-4)
 
 
+def test_audioset_stats_are_the_official_files_values():
+    """The transcription reproduces the float32 bytes of the official mean_std_128.npy
+    (sha256 taken from that file) and has its shape and plausible values."""
+    import hashlib
+
+    from hear_models.models import maskspec_audioset_stats as S
+    from hear_models.models.maskspec import audioset_mel_stats
+
+    rows = np.array([S.FRAME_MEAN, S.FRAME_STD], dtype="<f4")
+    assert rows.shape == (2, 128)
+    assert hashlib.sha256(rows.tobytes()).hexdigest() == S.F32_SHA256
+    mean, std = audioset_mel_stats()
+    assert mean.dtype == torch.float32
+    np.testing.assert_array_equal(mean.numpy(), rows[0])
+    np.testing.assert_array_equal(std.numpy(), rows[1])
+    assert (std > 0).all()
+
+
+def official_normalised_mel(audio):
+    """The official ``mel_forward``: the PaSST log-mel, then ``(x - frame_mean[None, :, None])
+    / frame_std[None, :, None]`` with ``torch.Tensor(frame_mean)`` (float32) of the official
+    mean_std_128.npy values."""
+    from hear_models.frontends import PASST_128_32K, LogMel
+    from hear_models.models import maskspec_audioset_stats as S
+
+    frame_mean, frame_std = torch.Tensor(S.FRAME_MEAN), torch.Tensor(S.FRAME_STD)
+    x = LogMel(PASST_128_32K)(audio)
+    return (x - frame_mean[None, :, None]) / frame_std[None, :, None]
+
+
+def rel_l2(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+def test_official_checkpoint_gets_the_official_audioset_standardisation(tmp_path):
+    """An official checkpoint (no statistics inside) computes what the official code
+    computes: tokens of the official normalised mel; "none" gives identity (different
+    features), "official" forces the statistics on our files, ours keep their own."""
+    from hear_models.maskspec import load_model
+    from hear_models.models import maskspec_audioset_stats as S
+    from hear_models.models.maskspec import load_encoder
+
+    sd = official_state_dict(D=128, Dd=64)
+    path = tmp_path / "checkpoint-399.pth"
+    torch.save({"model": sd, "epoch": 399}, path)
+    torch.manual_seed(0)
+    audio = torch.rand(2, 64 * 320) * 0.2 - 0.1  # 64 mel frames: the 8 x 4 grid of the table
+    ref = reference_encoder(sd, official_normalised_mel(audio))
+    m = load_model(str(path))
+    assert "AudioSet" in m.name
+    with torch.no_grad():
+        ours = m.encoder.encoder(m.encoder.frontend(audio))
+    assert rel_l2(ours, ref) < 1e-5
+    plain = load_model(str(path), mel_stats="none")
+    with torch.no_grad():
+        off = plain.encoder.encoder(plain.encoder.frontend(audio))
+    assert rel_l2(off, ref) > 0.05  # identity statistics are not the official features
+    # our own files keep the statistics they carry, unless told otherwise
+    enc = load_encoder(str(path))
+    ours_path = tmp_path / "ours.pt"
+    carried = {"frontend.mean": torch.full((128,), 0.5), "frontend.std": torch.full((128,), 2.0)}
+    torch.save({**{"encoder." + k: v for k, v in enc.encoder.state_dict().items()}, **carried}, ours_path)
+    kept = load_encoder(str(ours_path))
+    assert torch.equal(kept.frontend.mean, carried["frontend.mean"]) and "the file's" in kept.description
+    forced = load_encoder(str(ours_path), mel_stats="official")
+    assert torch.equal(forced.frontend.std, torch.Tensor(S.FRAME_STD)) and "AudioSet" in forced.description
+    with pytest.raises(ValueError, match="mel_stats"):
+        load_encoder(str(path), mel_stats="")
+
+
+def test_mel_stats_from_a_file(tmp_path):
+    """A path: a (2, n_mels) float .npy, or the official pickled dict, read with only numpy's
+    constructors allowed (a pickle that would run code is refused, nothing runs)."""
+    from hear_models.models.maskspec import load_encoder, read_mel_stats
+
+    mean, std = np.linspace(-1, 1, 128, dtype=np.float32), np.linspace(0.5, 1.5, 128, dtype=np.float32)
+    plain = tmp_path / "plain.npy"
+    np.save(plain, np.stack([mean, std]))
+    official = tmp_path / "mean_std_128.npy"
+    np.save(official, {"all_mean": np.float64(0.1), "all_std": np.float64(0.7), "frame_mean": mean,
+                       "frame_std": std}, allow_pickle=True)
+    for f in (plain, official):
+        m, s = read_mel_stats(str(f))
+        np.testing.assert_array_equal(m.numpy(), mean)
+        np.testing.assert_array_equal(s.numpy(), std)
+    loaded = load_encoder("", mel_stats=str(official))
+    np.testing.assert_array_equal(loaded.frontend.std.numpy(), std)
+    assert f"from {official}" in loaded.description
+
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (__import__("os").system, (f"touch {marker}",))
+
+    evil = tmp_path / "evil.npy"
+    arr = np.empty((), dtype=object)
+    arr[()] = Evil()
+    with open(evil, "wb") as f:
+        np.lib.format.write_array(f, arr, allow_pickle=True)
+    with pytest.raises(ValueError, match="refused to load posix.system|refused to load os.system"):
+        read_mel_stats(str(evil))
+    assert not marker.exists()
+    np.save(tmp_path / "short.npy", np.stack([mean[:64], std[:64]]))
+    with pytest.raises(ValueError, match="64 bins; the model has 128"):
+        load_encoder("", mel_stats=str(tmp_path / "short.npy"))
+    np.save(tmp_path / "zero.npy", np.stack([mean, 0 * std]))
+    with pytest.raises(ValueError, match="std > 0"):
+        read_mel_stats(str(tmp_path / "zero.npy"))
+    with pytest.raises(ValueError, match="not found"):
+        read_mel_stats(str(tmp_path / "absent.npy"))
+
+
 def test_official_checkpoint_refusals():
     sd = official_state_dict()
     with pytest.raises(ValueError, match="unexpected key"):

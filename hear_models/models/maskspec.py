@@ -2,8 +2,10 @@
 autoencoder (MAE) on spectrograms.
 
 Front end: the PaSST preset (``PASST_128_32K``: 32 kHz, 128 mel bins, 10 ms hop), then a
-per-bin standardisation (``frontend.mean`` / ``frontend.std``; the official code uses
-AudioSet statistics, identity here unless a checkpoint carries them).
+per-bin standardisation (``frontend.mean`` / ``frontend.std``): the official code uses
+AudioSet statistics, which its checkpoints do not carry; ``load_encoder`` applies them
+(:mod:`.maskspec_audioset_stats`) to official checkpoints, our files carry their own
+(identity for our models), ``mel_stats`` overrides.
 
 Patches: 16 mel bins x 16 frames (160 ms), a grid of 8 x floor(T / 16) for T frames; the
 paper's 992 frames give 8 x 62 = 496 patches. Tokens are ordered row-major over
@@ -502,6 +504,68 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Tensor],
     return out
 
 
+def audioset_mel_stats() -> Tuple[Tensor, Tensor]:
+    """The official code's AudioSet per-bin (mean, std), each (128,) float32
+    (:mod:`.maskspec_audioset_stats`, transcribed from the repo's ``mean_std_128.npy``)."""
+    from .maskspec_audioset_stats import FRAME_MEAN, FRAME_STD
+
+    return torch.tensor(FRAME_MEAN, dtype=torch.float32), torch.tensor(FRAME_STD, dtype=torch.float32)
+
+
+_NUMPY_PICKLE_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                         ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+                         ("numpy", "ndarray"), ("numpy", "dtype")}
+
+
+def read_mel_stats(path: str) -> Tuple[Tensor, Tensor]:
+    """Per-bin (mean, std) from a ``.npy`` file: a float array of shape (2, n_mels) (mean
+    row first), or a file in the official format (a numpy-pickled dict with ``frame_mean``
+    and ``frame_std``, as ``get_mean_std.py`` writes). The pickle is read with only numpy's
+    array and scalar constructors allowed: no other code can run."""
+    import io
+    import pickle
+
+    import numpy as np
+
+    class NumpyOnly(pickle.Unpickler):
+        def find_class(self, module, name):
+            if (module, name) not in _NUMPY_PICKLE_GLOBALS:
+                raise pickle.UnpicklingError(f"refused to load {module}.{name} (only numpy arrays are read)")
+            return super().find_class(module.replace("numpy.core.", "numpy._core.")
+                                      if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else module, name)
+
+    try:
+        with open(path, "rb") as f:
+            readers = {(1, 0): np.lib.format.read_array_header_1_0,
+                       (2, 0): np.lib.format.read_array_header_2_0}
+            version = np.lib.format.read_magic(f)
+            if version not in readers:
+                raise ValueError(f".npy format version {version} is not supported")
+            _, _, dtype = readers[version](f)
+            if dtype.hasobject:
+                obj = NumpyOnly(io.BytesIO(f.read())).load()
+                if isinstance(obj, np.ndarray) and obj.shape == ():
+                    obj = obj.item()
+                if not isinstance(obj, dict) or not {"frame_mean", "frame_std"} <= set(obj):
+                    raise ValueError("a pickled .npy that is not a dict with frame_mean and frame_std")
+                arr = np.stack([np.asarray(obj["frame_mean"]), np.asarray(obj["frame_std"])])
+            else:
+                f.seek(0)
+                arr = np.load(f, allow_pickle=False)
+    except FileNotFoundError:
+        raise ValueError(f"mel statistics file not found: {path}") from None
+    except (ValueError, OSError, EOFError, pickle.UnpicklingError) as e:
+        raise ValueError(f"{path}: not a mel statistics file ({e})") from None
+    arr = np.asarray(arr, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[0] != 2:
+        raise ValueError(f"{path}: mel statistics of shape {tuple(arr.shape)}; expected (2, n_mels): "
+                         "the mean row, then the std row")
+    if not np.isfinite(arr).all() or (arr[1] <= 0).any():
+        raise ValueError(f"{path}: mel statistics must be finite with every std > 0")
+    t = torch.from_numpy(arr).float()
+    return t[0], t[1]
+
+
 def infer_dims(sd: Mapping[str, Tensor]) -> MaskSpecDims:
     """Sizes from one of OUR state dicts (encoder keys, optionally decoder keys)."""
     D = sd["encoder.cls_token"].shape[-1]
@@ -620,7 +684,7 @@ class MaskSpecFrameEncoder(FrameEncoder):
 EXPORT_FORMAT = "hear_models.maskspec/1"
 
 
-def load_encoder(path: str = "", variant: str = "tiny", seed: int = 0) -> LoadedEncoder:
+def load_encoder(path: str = "", variant: str = "tiny", seed: int = 0, mel_stats: str = "auto") -> LoadedEncoder:
     """MaskSpec's front-end and encoder from a weights file, or seeded random weights.
 
     Accepted files (all read with ``torch.load(weights_only=True)``):
@@ -633,6 +697,19 @@ def load_encoder(path: str = "", variant: str = "tiny", seed: int = 0) -> Loaded
       (an ``argparse.Namespace``) is the one non-tensor object allowed.
 
     ``variant`` and ``seed`` apply to ``path=""`` only (a file carries its own sizes).
+
+    ``mel_stats``, the per-bin standardisation of the log-mel:
+
+    - ``"auto"`` (default): an official checkpoint gets the official AudioSet statistics
+      (:func:`audioset_mel_stats`; the official code always applies them and its files do
+      not carry them); our files keep the ``frontend.mean`` / ``frontend.std`` they carry
+      (identity for models we train); random weights get identity;
+    - ``"official"``: the AudioSet statistics whatever the file;
+    - ``"none"``: identity (mean 0, std 1);
+    - a path: a ``.npy`` file read by :func:`read_mel_stats` (e.g. another dataset's
+      ``mean_std_128.npy`` of the official repo).
+
+    What was applied is stated in the description (``mel stats: ...``).
     """
     from ..checkpoints import CheckpointError
 
@@ -642,7 +719,15 @@ def load_encoder(path: str = "", variant: str = "tiny", seed: int = 0) -> Loaded
             torch.manual_seed(seed)
             frontend, encoder = MaskSpecFrontend(dims.n_mels), MaskSpecEncoder(dims)
             init_vit_weights(encoder)
-        return LoadedEncoder(encoder, frontend, f"maskspec-{variant} UNTRAINED (random weights, seed {seed})")
+        desc = f"maskspec-{variant} UNTRAINED (random weights, seed {seed})"
+        stats = _chosen_mel_stats(mel_stats, official=False)
+        if stats is not None:
+            _check_n_mels(stats, dims.n_mels)
+            frontend.mean.copy_(stats[1][0])
+            frontend.std.copy_(stats[1][1])
+            desc += f"; mel stats: {stats[0]}"
+        return LoadedEncoder(encoder, frontend, desc)
+    stats = _chosen_mel_stats(mel_stats, official=False)  # a bad option fails before reading
 
     obj = read_weights(path)
     if isinstance(obj, dict) and obj.get("format") == EXPORT_FORMAT:
@@ -655,11 +740,37 @@ def load_encoder(path: str = "", variant: str = "tiny", seed: int = 0) -> Loaded
             raise CheckpointError(f"{path}: not a MaskSpec checkpoint")
         if is_official_state_dict(sd):
             sd = checkpoint_filter_fn(sd)
+            stats = _chosen_mel_stats(mel_stats, official=True)
         dims = infer_dims(sd)
         desc = f"maskspec ({path})"
     sd = {k: v for k, v in sd.items() if k.startswith(("encoder.", "frontend."))}
+    if stats is not None:
+        _check_n_mels(stats, dims.n_mels)
+        sd["frontend.mean"], sd["frontend.std"] = stats[1]
+        desc += f"; mel stats: {stats[0]}"
+    else:
+        desc += "; mel stats: the file's"
     frontend, encoder = MaskSpecFrontend(dims.n_mels), MaskSpecEncoder(dims)
     holder = nn.Module()
     holder.frontend, holder.encoder = frontend, encoder
     load_strict(holder, sd, source=path)
     return LoadedEncoder(encoder, frontend, desc)
+
+
+def _chosen_mel_stats(option: str, official: bool) -> Optional[Tuple[str, Tuple[Tensor, Tensor]]]:
+    """(label, (mean, std)) that ``load_encoder``'s ``mel_stats`` asks for, or None to keep
+    what the file carries (identity when there is no file)."""
+    if not isinstance(option, str) or not option:
+        raise ValueError(f"mel_stats={option!r}: expected 'auto', 'official', 'none' or a .npy path")
+    if option == "official" or (option == "auto" and official):
+        return "AudioSet (official mean_std_128.npy)", audioset_mel_stats()
+    if option == "none":
+        return "identity", (torch.zeros(128), torch.ones(128))
+    if option == "auto":
+        return None
+    return f"from {option}", read_mel_stats(option)
+
+
+def _check_n_mels(stats: Tuple[str, Tuple[Tensor, Tensor]], n_mels: int) -> None:
+    if stats[1][0].shape != (n_mels,):
+        raise ValueError(f"mel stats {stats[0]} have {stats[1][0].numel()} bins; the model has {n_mels}")
