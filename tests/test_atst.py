@@ -214,6 +214,36 @@ def test_scene_protocol_chunks_and_trailing_rule(get_model):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
+def test_official_crop_keeps_the_central_12_seconds():
+    """official_crop=True: audiossl's CentralCrop(int(16000 * 12), pad=False) before the
+    scene protocol, start (n - 192000) // 2; clips up to 12 s unchanged; timestamps untouched;
+    off by default."""
+    from hear_models.atst import load_model, official_central_crop
+
+    default = load_model("packaged:atst_tiny_mini", precision="fp32")  # float32 numerics compared
+    assert default.official_crop is False
+    m = load_model("packaged:atst_tiny_mini", official_crop=True, precision="fp32")
+    assert "official central 12 s crop" in m.name
+    audio = 0.01 * noise(2, 13.0, 16000, seed=7)  # 208000 samples: start 8000
+    t = torch.arange(8000) / 16000
+    audio[:, :8000] += torch.sin(2 * math.pi * 440 * t)  # a tone in the 0.5 s the crop drops
+    x = torch.arange(208001.0)
+    assert torch.equal(official_central_crop(x, 16000), x[8000:200000])  # odd excess: floor
+    assert torch.equal(official_central_crop(x[:192000], 16000), x[:192000])
+    assert torch.equal(official_central_crop(x[:50000], 16000), x[:50000])  # no padding
+    cropped = m.scene_embeddings(audio)
+    torch.testing.assert_close(cropped, default.scene_embeddings(audio[:, 8000:200000]), atol=1e-6, rtol=1e-6)
+    whole = default.scene_embeddings(audio)
+    assert float((cropped - whole).norm() / whole.norm()) > 1e-2
+    short = audio[:, :16000 * 5]
+    torch.testing.assert_close(m.scene_embeddings(short), default.scene_embeddings(short))
+    e, ts = m.timestamp_embeddings(audio)
+    e0, ts0 = default.timestamp_embeddings(audio)
+    assert torch.equal(ts, ts0) and torch.equal(e, e0)
+    with pytest.raises(ValueError, match="official_crop"):
+        load_model("", official_crop="yes")
+
+
 @pytest.mark.parametrize("layers,combine,width", [("all", "concat", 6 * 192), ("all", "mean", 192),
                                                   ("last", "concat", 192), ([0, 2], "concat", 384)])
 def test_layer_options(layers, combine, width, get_model):
