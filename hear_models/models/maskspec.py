@@ -749,7 +749,9 @@ def load_encoder(path: str = "", variant: str = "tiny", seed: int = 0, mel_stats
         sd["frontend.mean"], sd["frontend.std"] = stats[1]
         desc += f"; mel stats: {stats[0]}"
     else:
-        desc += "; mel stats: the file's"
+        mean, std = sd.get("frontend.mean"), sd.get("frontend.std")
+        identity = mean is not None and std is not None and not mean.any() and bool((std == 1).all())
+        desc += "; mel stats: the file's" + (" (identity)" if identity else "")
     frontend, encoder = MaskSpecFrontend(dims.n_mels), MaskSpecEncoder(dims)
     holder = nn.Module()
     holder.frontend, holder.encoder = frontend, encoder
