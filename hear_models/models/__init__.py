@@ -74,17 +74,11 @@ class LoadedEncoder:
 
 
 def read_weights(path: str) -> Any:
-    """``torch.load(weights_only=True)`` of a user's file (``"packaged:<name>"`` too).
-
-    ``argparse.Namespace`` is allowed: the official MAE-style and audiossl files keep their
-    command-line ``args`` in one. Nothing else that needs pickled code is unpickled.
-    """
-    import argparse
-
-    import torch
-
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        return torch_load_trusted_weights(path)
+    """The file's contents, read by :func:`~hear_models.checkpoints.torch_load_trusted_weights`
+    (``"packaged:<name>"`` too): tensors and plain data, with ``argparse.Namespace`` (the
+    official MAE-style and audiossl files keep their command-line ``args`` in one) and other
+    inert types; any other pickled class becomes an inert placeholder, nothing is executed."""
+    return torch_load_trusted_weights(path)
 
 
 def load_strict(model: nn.Module, sd: Mapping[str, Tensor], allowed_missing: Sequence[str] = (),
