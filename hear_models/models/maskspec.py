@@ -19,6 +19,7 @@ Decoder: 512 wide, 8 blocks, 16 heads, Linear 512 -> 256 per patch (25.7M with b
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 from typing import ClassVar, Dict, Iterator, Mapping, Optional, Sequence, Tuple, Union
 
@@ -29,7 +30,7 @@ from torch import Tensor, nn
 from ..frontends import PASST_128_32K, LogMel
 from ..hear_api import FrameEncoder, LayerSelector
 from ..layers import LayerNorm, ResidualAttentionBlock, last, masked_mean, split_qkv
-from . import Dims, LoadedEncoder, load_strict, read_weights
+from . import Dims, LoadedEncoder, identify, load_strict, read_weights, wrong_family
 
 SAMPLE_RATE = 32000  # Hz
 MEL_HOP = 320  # samples: 10 ms
@@ -502,13 +503,26 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Tensor],
     return out
 
 
+def _most_common(sizes: Sequence[int]) -> int:
+    return Counter(sizes).most_common(1)[0][0]
+
+
 def infer_dims(sd: Mapping[str, Tensor]) -> MaskSpecDims:
-    """Sizes from one of OUR state dicts (encoder keys, optionally decoder keys)."""
+    """Sizes from one of OUR state dicts (encoder keys, optionally decoder keys).
+
+    A state dict declares no sizes, so each is taken from what the blocks agree on (the
+    most common hidden size of ``mlp.0`` over all blocks, ...): one corrupted tensor is
+    then reported as mis-shaped by :func:`load_strict`, instead of setting the size the
+    others are measured against."""
+    for k in ("encoder.cls_token", "encoder.blocks.0.mlp.0.weight"):
+        if k not in sd:
+            raise ValueError(f"no {k!r}")
     D = sd["encoder.cls_token"].shape[-1]
     layers = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("encoder.blocks."))
     heads = MaskSpecDims.heads_for(D)
-    kw = dict(width=D, layers=layers, heads=heads,
-              mlp_ratio=sd["encoder.blocks.0.mlp.0.weight"].shape[0] / D)
+    hidden = _most_common([v.shape[0] for k, v in sd.items()
+                           if k.startswith("encoder.blocks.") and k.endswith(".mlp.0.weight")])
+    kw = dict(width=D, layers=layers, heads=heads, mlp_ratio=hidden / D)
     if "decoder_embed.weight" in sd:
         kw["decoder_width"] = sd["decoder_embed.weight"].shape[0]
         kw["decoder_layers"] = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("decoder_blocks."))
@@ -645,21 +659,32 @@ def load_encoder(path: str = "", variant: str = "tiny", seed: int = 0) -> Loaded
         return LoadedEncoder(encoder, frontend, f"maskspec-{variant} UNTRAINED (random weights, seed {seed})")
 
     obj = read_weights(path)
+    other = wrong_family(path, obj, "maskspec")
+    if other is not None:
+        raise other
     if isinstance(obj, dict) and obj.get("format") == EXPORT_FORMAT:
         dims = MaskSpecDims.from_dict(obj["dims"])
         sd = obj["state_dict"]
         desc = obj.get("description", f"maskspec ({path})")
     else:
         sd = obj.get("state_dict", obj.get("model", obj)) if isinstance(obj, dict) else None
-        if not isinstance(sd, dict):
-            raise CheckpointError(f"{path}: not a MaskSpec checkpoint")
+        if not isinstance(sd, dict) or "format" in obj:
+            raise CheckpointError(f"{path}: not a MaskSpec checkpoint: it is {identify(obj)[1]}")
         if is_official_state_dict(sd):
-            sd = checkpoint_filter_fn(sd)
-        dims = infer_dims(sd)
+            try:
+                sd = checkpoint_filter_fn(sd)
+            except ValueError as e:
+                raise CheckpointError(f"{path}: {e}") from None
+        try:
+            dims = infer_dims(sd)
+        except ValueError as e:
+            raise CheckpointError(f"{path}: not a MaskSpec checkpoint ({e}): it is "
+                                  f"{identify(obj)[1]}") from None
         desc = f"maskspec ({path})"
     sd = {k: v for k, v in sd.items() if k.startswith(("encoder.", "frontend."))}
     frontend, encoder = MaskSpecFrontend(dims.n_mels), MaskSpecEncoder(dims)
     holder = nn.Module()
     holder.frontend, holder.encoder = frontend, encoder
-    load_strict(holder, sd, source=path)
+    load_strict(holder, sd, source=path,
+                what=f"a MaskSpec front-end and encoder {dims.width} x {dims.layers}")
     return LoadedEncoder(encoder, frontend, desc)
