@@ -272,3 +272,45 @@ def test_resume_with_a_checkpoint_of_another_objective_or_size(tmp_path):
     with pytest.raises(CheckpointError, match="--resume ms.pt: not a hear-models training checkpoint.*"
                                               "it is a MaskSpec export"):
         check_resume(packaged("maskspec"), module, "ms.pt")
+
+
+def test_fit_refuses_to_resume_from_another_objectives_checkpoint(tmp_path):
+    """Through the training engine: Lightning never sees the file (no raw key lists)."""
+    import soundfile as sf
+
+    from hear_models.training.config import load_config
+    from hear_models.training.engine import CKPT_KEY, fit
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "audio").mkdir()
+    for i in range(4):
+        sf.write(str(tmp_path / "audio" / f"c{i}.wav"), 0.1 * rng.standard_normal(16000).astype(np.float32), 16000)
+    over = ["model.width=32", "model.heads=2", "model.layers=2", "model.decoder_width=32",
+            "model.decoder_layers=1", "model.decoder_heads=2", "data.crop_seconds=0.64",
+            "data.batch_size=2", "data.num_workers=0", "trainer.progress_bar=false",
+            "trainer.accelerator=cpu", "trainer.devices=1", "trainer.max_steps=1",
+            f"data.source={tmp_path / 'audio'}"]
+    fit(load_config("maskspec_tiny_pretrain", [*over, f"trainer.out_dir={tmp_path / 'a'}"]))
+    ckpt = torch.load(tmp_path / "a/checkpoints/last.ckpt", weights_only=True)
+    ckpt[CKPT_KEY]["config"]["objective"] = "atst_pretrain"
+    other = tmp_path / "other.ckpt"
+    torch.save(ckpt, other)
+    with pytest.raises(CheckpointError, match=f"--resume {other}: a checkpoint of objective 'atst_pretrain'"):
+        fit(load_config("maskspec_tiny_pretrain", [*over, f"trainer.out_dir={tmp_path / 'b'}",
+                                                  "trainer.max_steps=2"]), resume=str(other))
+
+
+def test_whisper_and_tagging_head_loaders_say_what_the_file_is(tmp_path):
+    from hear_models.checkpoints import load_whisper
+    from hear_models.tagging import load_head
+
+    path = tmp_path / "atst.pt"
+    torch.save(packaged("atst"), path)
+    with pytest.raises(CheckpointError, match="not an openai-whisper checkpoint.*it is an ATST export"):
+        load_whisper(str(path))
+    with pytest.raises(ValueError, match="not a Whisper-AT head checkpoint: it is an ATST export"):
+        load_head(str(path))
+    (tmp_path / "notes.pt").write_text("labels: speech\n")
+    for load in (load_whisper, load_head):
+        with pytest.raises(CheckpointError, match="not a checkpoint, the file is text"):
+            load(str(tmp_path / "notes.pt"))
