@@ -387,7 +387,7 @@ def load_encoder(path: str = "", variant: str = "tiny", seed: int = 0,
     - an official audiossl ATST checkpoint: the Lightning checkpoint of
       ``ATSTLightningModule`` or a DINO-style ``{"teacher": ..., "args": ...}`` file; the
       TEACHER encoder (``which``) is converted by :func:`checkpoint_filter_fn` and loaded
-      strictly. ``args`` (an ``argparse.Namespace``) is the one non-tensor object allowed.
+      strictly. ``args`` and other pickled objects are read inertly (``read_weights``).
 
     ``meta``: ``chunk_seconds`` when the file says what length it was trained on.
     """

@@ -644,7 +644,7 @@ def load_encoder(path: str = "", variant: str = "tiny", seed: int = 0) -> Loaded
     - a state dict of ours (``MaskSpecMAE`` / ``MaskSpecClassifier``; other keys dropped);
     - an official MaskSpec pretraining checkpoint (``{"model": state_dict, ...}`` with
       ``models_mae`` key names), converted by :func:`checkpoint_filter_fn`. Its ``args``
-      (an ``argparse.Namespace``) is the one non-tensor object allowed.
+      (an ``argparse.Namespace``) and other pickled objects are read inertly (``read_weights``).
 
     ``variant`` and ``seed`` apply to ``path=""`` only (a file carries its own sizes).
     """
