@@ -292,7 +292,9 @@ class TrainModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         extra = checkpoint.get(CKPT_KEY) or {}
-        if extra.get("config") and self._trainer is not None:  # resuming a run (not export)
+        if self._trainer is not None:  # resuming a run (not export): Lightning loads next
+            check_resume(checkpoint, self, str(self.trainer.ckpt_path))
+        if extra.get("config") and self._trainer is not None:
             warn_schedule_change(build_config(extra["config"]), self.cfg, int(checkpoint.get("global_step", 0)),
                                  self.trainer.world_size)
         self.data_position = int(extra.get("data_position", 0))
@@ -599,13 +601,37 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, callbacks: Sequence[Call
     return module
 
 
+def check_resume(ckpt: dict, module: "TrainModule", path: str) -> None:
+    """Refuse a checkpoint to resume from that is not of this run's kind, in words naming
+    the file: not a hear-models training checkpoint (what it is instead), another
+    objective (which), or weights that do not fit this run's model (the keys missing,
+    unexpected and mis-shaped, with the shapes the model declares)."""
+    from hear_models.checkpoints import CheckpointError
+    from hear_models.models import check_fit, identify
+
+    extra = ckpt.get(CKPT_KEY)
+    if not isinstance(extra, dict):
+        raise CheckpointError(f"--resume {path}: not a hear-models training checkpoint (no "
+                              f"'{CKPT_KEY}' entry): it is {identify(ckpt)[1]}")
+    objective = (extra.get("config") or {}).get("objective")
+    if objective != module.cfg.objective:
+        raise CheckpointError(f"--resume {path}: a checkpoint of objective {objective!r}; this "
+                              f"run trains {module.cfg.objective!r}. Resume with a checkpoint of "
+                              "this run, or start it without --resume")
+    check_fit(module.state_dict(), ckpt.get("state_dict") or {},
+              f"this run's {module.cfg.objective} model", source=f"--resume {path}")
+
+
 def load_checkpoint(path: str) -> Tuple[TrainConfig, dict]:
     from hear_models.checkpoints import torch_load_trusted_weights
 
+    from hear_models.models import identify
+
     ckpt = torch_load_trusted_weights(path)
-    extra = ckpt.get(CKPT_KEY)
+    extra = ckpt.get(CKPT_KEY) if isinstance(ckpt, dict) else None
     if extra is None:
-        raise ValueError(f"{path}: not a hear-models training checkpoint (no '{CKPT_KEY}' entry)")
+        raise ValueError(f"{path}: not a hear-models training checkpoint (no '{CKPT_KEY}' entry): "
+                         f"it is {identify(ckpt)[1]}")
     return build_config(extra["config"]), ckpt
 
 

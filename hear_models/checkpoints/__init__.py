@@ -33,6 +33,7 @@ PathLike = Union[str, os.PathLike]
 __all__ = [
     "CheckpointError",
     "ChecksumError",
+    "UnloadedGlobal",
     "CT2Model",
     "OFFLINE_WHISPER",
     "PACKAGED",
@@ -166,11 +167,128 @@ def packaged_weights(name: str) -> Path:
     return path
 
 
-def torch_load_trusted_weights(path: PathLike, map_location: Union[str, torch.device] = "cpu"):
-    """``torch.load(path, weights_only=True)`` with errors that say what went wrong.
+# --- files as published: inert types allowed, every other class a placeholder -----------
+#
+# Published checkpoints pickle more than tensors: Lightning's hyper-parameters, MAE-style
+# ``{"model", "optimizer", "args": Namespace}`` dicts, numpy scalars, classes of the training
+# code. torch's weights_only unpickler reads them once every global is named as safe; we name
+# a few inert types as themselves (:func:`_inert_globals`) and every other global as a
+# placeholder class (:class:`UnloadedGlobal`) that only records what the file gives it. So
+# the weights are recovered and no code from the file (or from any module it names) runs:
+# the named modules are never even imported. Globals of modules whose only purpose in a
+# pickle is to run code (os, subprocess, builtins such as eval ...) are refused outright.
 
-    Only tensors and plain containers are unpickled: a file that needs code (a pickled
-    class or function) is refused instead of executed.
+# top-level modules whose names in a checkpoint mean "run this": refused, never placeheld
+_CODE_MODULES = frozenset({
+    "os", "posix", "nt", "sys", "subprocess", "builtins", "__builtin__", "shutil", "importlib",
+    "runpy", "pickle", "_pickle", "marshal", "ctypes", "code", "codeop", "pty", "socket",
+    "types", "operator", "functools", "io", "_io", "webbrowser", "pdb", "timeit", "signal",
+    "multiprocessing", "asyncio", "threading", "_thread", "inspect", "posixpath", "ntpath",
+})
+
+
+class UnloadedGlobal:
+    """Stands in for a class or function a checkpoint names that is not loaded.
+
+    Construction (pickle's ``NEWOBJ`` / ``REDUCE``) only stores the arguments and ``BUILD``
+    only stores the state; nothing of the named global is imported or called.
+
+    Attributes
+    ----------
+    pickled_global : str
+        ``module.name`` as written in the file (class attribute of each placeholder class).
+    args : tuple
+        The arguments the file would have passed.
+    state : object
+        The state the file would have set (an instance's ``__dict__`` usually), or None.
+    """
+
+    pickled_global = ""
+
+    def __new__(cls, *args):
+        obj = object.__new__(cls)
+        obj.args, obj.state = args, None
+        return obj
+
+    def __init__(self, *args):
+        pass
+
+    def __setstate__(self, state):
+        self.state = state
+
+    def __repr__(self):
+        return f"<not loaded: {self.pickled_global} args={self.args!r} state={self.state!r}>"
+
+
+def _placeholder(full_name: str) -> type:
+    module, _, name = full_name.rpartition(".")
+    return type(name or full_name, (UnloadedGlobal,),
+                {"pickled_global": full_name, "__module__": module or "unknown"})
+
+
+def _inert_globals() -> list:
+    """Types that are safe to construct from a file, as weights_only safe globals: plain
+    data whose construction runs no code of the file."""
+    import argparse
+    import pathlib
+
+    safe: list = [argparse.Namespace, pathlib.PurePosixPath, pathlib.PureWindowsPath,
+                  pathlib.PosixPath,
+                  # a Windows path read on Linux stays a pure path (WindowsPath cannot exist)
+                  (pathlib.PureWindowsPath, "pathlib.WindowsPath")]
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover - numpy comes with torch's extras here
+        return safe
+    core = getattr(np, "_core", None) or np.core
+    scalar, reconstruct = core.multiarray.scalar, core.multiarray._reconstruct
+    safe += [np.dtype, np.ndarray,
+             (scalar, "numpy.core.multiarray.scalar"), (scalar, "numpy._core.multiarray.scalar"),
+             (reconstruct, "numpy.core.multiarray._reconstruct"),
+             (reconstruct, "numpy._core.multiarray._reconstruct")]
+    # BUILD of a dtype checks the dtype's own class (numpy.dtypes.Float64DType ...)
+    dtypes = getattr(np, "dtypes", None)
+    if dtypes is not None:
+        safe += [getattr(dtypes, n) for n in dir(dtypes) if n.endswith("DType")]
+    return safe
+
+
+def _refusal(path: str, names: Sequence[str]) -> CheckpointError:
+    return CheckpointError(
+        f"{path}: refused to load, the file needs pickled code: its pickle names "
+        f"{', '.join(sorted(names))}, which would run code when unpickled. Nothing was "
+        "executed. If you trust the file, convert it to a plain state dict from a trusted "
+        "environment.")
+
+
+def _torch_load(path: str, map_location, extra_globals: list):
+    with torch.serialization.safe_globals(_inert_globals() + extra_globals):
+        return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def _is_text(path: str) -> bool:
+    """True for a file that looks like text (a log, a YAML config, an HTML error page)."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if not head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(c >= 32 or c in b"\t\n\r" for c in head)
+
+
+def torch_load_trusted_weights(path: PathLike, map_location: Union[str, torch.device] = "cpu"):
+    """Read a ``torch.save`` file without ever executing code from it.
+
+    torch's ``weights_only=True`` unpickler with a few inert types allowed
+    (``argparse.Namespace``, ``pathlib`` paths, numpy scalars, dtypes and arrays) and every
+    other class or function the file names replaced by an :class:`UnloadedGlobal`
+    placeholder that only records its arguments: published files that pickle their
+    hyper-parameters or training classes load, and their tensors are recovered. Names from
+    modules that exist to run code (``os.system``, ``subprocess``, ``builtins.eval`` ...)
+    are refused.
 
     Parameters
     ----------
@@ -189,16 +307,48 @@ def torch_load_trusted_weights(path: PathLike, map_location: Union[str, torch.de
     FileNotFoundError
         The file does not exist.
     CheckpointError
-        The file is truncated or corrupt, or needs pickled code (message names the file
-        and the refused global).
+        The file is not a checkpoint (text, empty), truncated or corrupt, or names code to
+        run (message names the file, the problem and the refused globals).
     """
     path = os.fspath(path)
     if path.startswith(PACKAGED_PREFIX):
         path = os.fspath(packaged_weights(path[len(PACKAGED_PREFIX):]))
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
+        kind = "a folder, not a file" if os.path.isdir(path) else "not found"
+        raise FileNotFoundError(f"checkpoint file {kind}: {path}")
+    size = os.path.getsize(path)
+    if size == 0:
+        raise CheckpointError(f"{path}: not a checkpoint, the file is empty (0 bytes)")
+    if _is_text(path):
+        raise CheckpointError(
+            f"{path}: not a checkpoint, the file is text ({size} bytes), not a torch.save "
+            "file (a config, a log or a web page saved in place of the weights?)")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    is_zip = zipfile.is_zipfile(path)
+    if head.startswith(b"PK") and not is_zip:
+        raise CheckpointError(
+            f"{path}: corrupt or truncated checkpoint ({size} bytes): a zip archive (the "
+            "torch.save format) whose directory at the end of the file is missing or broken")
+    if not is_zip and not head.startswith(b"\x80"):
+        raise CheckpointError(
+            f"{path}: not a checkpoint or corrupt ({size} bytes): neither a torch.save zip "
+            f"archive nor a legacy torch.save pickle (the file starts with {head!r})")
+    placeholders: list = []
+    if is_zip:
+        try:
+            with torch.serialization.safe_globals(_inert_globals()):
+                unknown = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception as e:  # a zip that is not a torch.save archive, or a broken one
+            raise CheckpointError(
+                f"{path}: not a torch.save checkpoint or corrupt ({size} bytes): "
+                f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+        code = [g for g in unknown if g.split(".")[0] in _CODE_MODULES]
+        if code:
+            raise _refusal(path, code)
+        placeholders = [(_placeholder(g), g) for g in unknown]
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return _torch_load(path, map_location, placeholders)
     except pickle.UnpicklingError as e:
         msg = str(e)
         if "Weights only load failed" in msg or "WeightsUnpickler" in msg:
@@ -206,14 +356,29 @@ def torch_load_trusted_weights(path: PathLike, map_location: Union[str, torch.de
                 (ln.strip() for ln in msg.splitlines() if "WeightsUnpickler error" in ln),
                 msg.splitlines()[0] if msg else "",
             )
+            if detail.rstrip(":").endswith("WeightsUnpickler error"):
+                detail = "the pickle stream is malformed"
+            if is_zip:
+                # every global was allowed or placeheld: what failed is the file's structure
+                raise CheckpointError(
+                    f"{path}: could not be read without running code ({detail}). Nothing "
+                    "was executed; convert it to a plain state dict from a trusted "
+                    "environment.") from e
+            # the legacy (non-zip) torch.save format: globals cannot be listed beforehand
+            if "GLOBAL" in detail or "Unsupported global" in detail or "reduce" in detail:
+                raise CheckpointError(
+                    f"{path}: refused to load, the file needs pickled code (a legacy "
+                    f"torch.save file naming a class or function). {detail} Nothing was "
+                    "executed; convert it to a plain state dict from a trusted "
+                    "environment.") from e
             raise CheckpointError(
-                f"{path}: refused to load, the file needs pickled code (not only tensors "
-                f"and plain containers), which could run arbitrary code. {detail} "
-                "Convert it to a plain state dict from a trusted environment."
-            ) from e
-        raise CheckpointError(f"{path}: corrupt checkpoint (unpickling failed: {msg})") from e
-    except (RuntimeError, EOFError, KeyError, ValueError, zipfile.BadZipFile, OSError) as e:
-        size = os.path.getsize(path)
+                f"{path}: corrupt or truncated checkpoint ({size} bytes), not a readable "
+                f"torch.save file ({detail})") from e
+        raise CheckpointError(
+            f"{path}: corrupt or truncated checkpoint ({size} bytes), not a readable "
+            f"torch.save file (unpickling failed: {msg})") from e
+    except (RuntimeError, EOFError, KeyError, ValueError, IndexError, TypeError,
+            zipfile.BadZipFile, OSError) as e:
         raise CheckpointError(
             f"{path}: corrupt or truncated checkpoint ({size} bytes), torch.load failed with "
             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"

@@ -140,10 +140,12 @@ def _load_openai_pt(path: PathLike, device="cpu", alignment_heads_dump: Optional
     path = os.fspath(path)
     ckpt = torch_load_trusted_weights(path)
     if not isinstance(ckpt, dict) or "dims" not in ckpt or "model_state_dict" not in ckpt:
+        from ..models import identify
+
         keys = sorted(ckpt)[:10] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(
             f"{path}: not an openai-whisper checkpoint (expected a dict with 'dims' and "
-            f"'model_state_dict'; found {keys})"
+            f"'model_state_dict'; found {keys}): it is {identify(ckpt)[1]}"
         )
     model = whisper_from_state_dict(ckpt["dims"], ckpt["model_state_dict"], path, "cpu")
     if alignment_heads_dump is not None:  # official models, as whisper.load_model does

@@ -18,7 +18,8 @@ from torch import Tensor, nn
 
 from ..checkpoints import CheckpointError, torch_load_trusted_weights
 
-__all__ = ["Dims", "LoadedEncoder", "read_weights", "load_strict"]
+__all__ = ["Dims", "LoadedEncoder", "check_fit", "identify", "load_strict", "read_weights",
+           "wrong_family"]
 
 
 class Dims:
@@ -74,31 +75,93 @@ class LoadedEncoder:
 
 
 def read_weights(path: str) -> Any:
-    """``torch.load(weights_only=True)`` of a user's file (``"packaged:<name>"`` too).
-
-    ``argparse.Namespace`` is allowed: the official MAE-style and audiossl files keep their
-    command-line ``args`` in one. Nothing else that needs pickled code is unpickled.
-    """
-    import argparse
-
-    import torch
-
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        return torch_load_trusted_weights(path)
+    """The file's contents, read by :func:`~hear_models.checkpoints.torch_load_trusted_weights`
+    (``"packaged:<name>"`` too): tensors and plain data, with ``argparse.Namespace`` (the
+    official MAE-style and audiossl files keep their command-line ``args`` in one) and other
+    inert types; any other pickled class becomes an inert placeholder, nothing is executed."""
+    return torch_load_trusted_weights(path)
 
 
-def load_strict(model: nn.Module, sd: Mapping[str, Tensor], allowed_missing: Sequence[str] = (),
-                source: str = "") -> None:
-    """``load_state_dict`` that fails on any unexpected or mis-shaped key and on any missing
-    key other than those named (prefixes ending in '.' match a whole submodule).
+# training objective -> the family of its weights (training/objectives.py names them)
+_OBJECTIVE_FAMILY = {"maskspec": "maskspec", "atst": "atst", "conformer": "conformer",
+                     "whisper_at": "whisper-at heads"}
+FAMILY_NAMES = {"maskspec": "MaskSpec", "atst": "ATST", "conformer": "Conformer SSL",
+                "whisper": "Whisper", "whisper-at heads": "Whisper-AT tagging heads"}
 
-    Raises
-    ------
-    CheckpointError
-        Naming ``source`` (the file), the model, and the keys: missing, unexpected, and
-        mis-shaped ones with the shape found and the shape the model declares.
-    """
-    own = model.state_dict()
+
+def _a(noun: str) -> str:
+    return f"{'an' if noun[:1] in 'AEIOU' else 'a'} {noun}"
+
+
+def identify(obj: Any) -> "tuple[Optional[str], str]":
+    """What a loaded checkpoint holds: ``(family or None, description in words)``.
+
+    ``family`` is one of :data:`FAMILY_NAMES`' keys when the file is recognisably of that
+    family (our exports, our training checkpoints with their objective, our state dicts,
+    the official formats), else None; the words are for error messages ("an official ATST
+    (audiossl) checkpoint", "a hear-models training checkpoint of objective
+    'atst_pretrain'", "12 tensors of an unknown model (e.g. ...)")."""
+    if not isinstance(obj, Mapping):
+        return None, f"a {type(obj).__name__}, not a dict of weights"
+    fmt = obj.get("format")
+    if isinstance(fmt, str):
+        fam = fmt.split("/")[0].rsplit(".", 1)[-1] if fmt.startswith("hear_models.") else None
+        fam = {"maskspec": "maskspec", "atst": "atst", "conformer": "conformer"}.get(fam or "",
+                                                                                     None)
+        if fam is None and "head" in fmt:
+            fam = "whisper-at heads"
+        return fam, (f"{_a(FAMILY_NAMES[fam])} export (format {fmt!r})" if fam
+                     else f"a file of format {fmt!r}")
+    train = obj.get("hear_models")
+    if isinstance(train, Mapping):
+        objective = str((train.get("config") or {}).get("objective", "?"))
+        fam = next((f for p, f in _OBJECTIVE_FAMILY.items() if objective.startswith(p)), None)
+        return fam, f"a hear-models training checkpoint of objective {objective!r}"
+    if "dims" in obj and "model_state_dict" in obj:
+        return "whisper", "a Whisper checkpoint (openai-whisper format)"
+    keys = set()
+    for part in (obj, obj.get("state_dict"), obj.get("model"), obj.get("teacher")):
+        if isinstance(part, Mapping):
+            keys |= {k for k, v in part.items() if isinstance(k, str) and isinstance(v, Tensor)}
+
+    def has(name):
+        return any(k == name or k.endswith("." + name) for k in keys)
+
+    if has("patch_embed.patch_embed.weight"):
+        return "atst", "an official ATST (audiossl) checkpoint"
+    if has("attn.qkv.weight") and (has("decoder_embed.weight") or has("mask_token")):
+        return "maskspec", "an official MaskSpec (models_mae) pretraining checkpoint"
+    if has("attn.qkv.weight") and (has("head.weight") or has("fc_norm.weight")):
+        return "maskspec", "an official fine-tuned MaskSpec ViT checkpoint"
+    if has("context.blocks.0.conv.depthwise_conv.weight") or has("feature_encoder.proj.weight"):
+        return "conformer", "Conformer SSL weights"
+    if has("attn.query.weight") and has("pos_embed"):
+        return "atst", "ATST weights (hear-models key names)"
+    if has("attn.query.weight") and has("cls_token"):
+        return "maskspec", "MaskSpec weights (hear-models key names)"
+    if has("encoder.conv1.weight") and has("decoder.token_embedding.weight"):
+        return "whisper", "a Whisper state dict"
+    if not keys:
+        return None, f"no tensors (top-level keys {sorted(map(str, obj))[:8]})"
+    return None, f"{len(keys)} tensors of an unknown model (e.g. {sorted(keys)[:3]})"
+
+
+def wrong_family(path: str, obj: Any, family: str) -> Optional[CheckpointError]:
+    """The error for a file of another family than ``family`` (None when it is not
+    recognisably of another one): names the file, what it is, and which loader it needs."""
+    fam, words = identify(obj)
+    if fam is None or fam == family:
+        return None
+    return CheckpointError(f"{path}: not {_a(FAMILY_NAMES[family])} checkpoint: it is {words}; "
+                           f"load it as {_a(FAMILY_NAMES[fam])} model")
+
+
+def check_fit(own: Mapping[str, Tensor], sd: Mapping[str, Tensor], what: str,
+              allowed_missing: Sequence[str] = (), source: str = "") -> None:
+    """Raise a :class:`CheckpointError` when ``sd`` does not fit the state dict ``own``
+    (of ``what``): missing keys (other than ``allowed_missing``; prefixes ending in '.'
+    match a whole submodule), unexpected keys, mis-shaped keys with the shape found and
+    the shape ``own`` declares."""
 
     def allowed(k):
         return any(k == a or (a.endswith(".") and k.startswith(a)) for a in allowed_missing)
@@ -114,6 +177,21 @@ def load_strict(model: nn.Module, sd: Mapping[str, Tensor], allowed_missing: Seq
             return f"{keys[:10]}{'...' if len(keys) > 10 else ''}"
 
         raise CheckpointError(
-            f"{where}does not fit {type(model).__name__}: missing {some(missing)}, "
+            f"{where}does not fit {what}: missing {some(missing)}, "
             f"unexpected {some(unexpected)}" + (f", mis-shaped {some(shapes)}" if shapes else ""))
+
+
+def load_strict(model: nn.Module, sd: Mapping[str, Tensor], allowed_missing: Sequence[str] = (),
+                source: str = "", what: str = "") -> None:
+    """``load_state_dict`` that fails on any unexpected or mis-shaped key and on any missing
+    key other than those named (prefixes ending in '.' match a whole submodule).
+
+    Raises
+    ------
+    CheckpointError
+        Naming ``source`` (the file), the model, and the keys: missing, unexpected, and
+        mis-shaped ones with the shape found and the shape the model declares
+        (:func:`check_fit`); ``what`` names the model (default: its class).
+    """
+    check_fit(model.state_dict(), sd, what or type(model).__name__, allowed_missing, source)
     model.load_state_dict(dict(sd), strict=False)

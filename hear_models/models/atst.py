@@ -24,6 +24,7 @@ Official checkpoints (github Audio-WestlakeU/audiossl) are converted by
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import ClassVar, Dict, Iterator, Mapping, Optional, Sequence, Tuple, Union
 
@@ -34,7 +35,7 @@ from torch import Tensor, nn
 from ..frontends import ATST_64_16K, LogMel
 from ..hear_api import FrameEncoder, LayerSelector
 from ..layers import LayerNorm, ResidualAttentionBlock, last, masked_mean, split_qkv  # noqa: F401
-from . import Dims, LoadedEncoder, read_weights
+from . import Dims, LoadedEncoder, identify, load_strict, read_weights, wrong_family
 
 SAMPLE_RATE = 16000  # Hz
 MEL_HOP = 160  # samples: 10 ms
@@ -296,9 +297,13 @@ def infer_dims(sd: Mapping[str, Tensor], heads: Optional[int] = None) -> ATSTDim
     D = sd["cls_token"].shape[-1]
     layers = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
     n_in = sd["patch_embed.proj.weight"].shape[1]
+    # the most common MLP size over the blocks (one corrupted block is then the one
+    # reported); the position table's length is the architecture's (MAX_TOKENS), not read
+    # from the table that load_encoder validates
+    hidden = Counter(v.shape[0] for k, v in sd.items()
+                     if k.startswith("blocks.") and k.endswith(".mlp.0.weight")).most_common(1)[0][0]
     return ATSTDims(width=D, layers=layers, heads=heads or ATSTDims.heads_for(D),
-                    mlp_ratio=sd["blocks.0.mlp.0.weight"].shape[0] / D,
-                    n_mels=n_in // TOKEN_FRAMES, max_tokens=sd["pos_embed"].shape[1] - 1)
+                    mlp_ratio=hidden / D, n_mels=n_in // TOKEN_FRAMES)
 
 
 # -- HEAR frame encoder ----------------------------------------------------------------------
@@ -382,7 +387,7 @@ def load_encoder(path: str = "", variant: str = "tiny", seed: int = 0,
     - an official audiossl ATST checkpoint: the Lightning checkpoint of
       ``ATSTLightningModule`` or a DINO-style ``{"teacher": ..., "args": ...}`` file; the
       TEACHER encoder (``which``) is converted by :func:`checkpoint_filter_fn` and loaded
-      strictly. ``args`` (an ``argparse.Namespace``) is the one non-tensor object allowed.
+      strictly. ``args`` and other pickled objects are read inertly (``read_weights``).
 
     ``meta``: ``chunk_seconds`` when the file says what length it was trained on.
     """
@@ -399,6 +404,9 @@ def load_encoder(path: str = "", variant: str = "tiny", seed: int = 0,
     obj = read_weights(path)
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: not an ATST checkpoint (a {type(obj).__name__})")
+    other = wrong_family(path, obj, "atst")
+    if other is not None:
+        raise other
     meta: dict = {}
     dims = None
     if obj.get("format") == EXPORT_FORMAT:
@@ -423,10 +431,12 @@ def load_encoder(path: str = "", variant: str = "tiny", seed: int = 0,
             try:
                 raw, info = official_encoder_state(obj, which)
             except ValueError as e:
-                raise CheckpointError(f"{path}: not an ATST checkpoint ({e})") from None
+                raise CheckpointError(f"{path}: not an ATST checkpoint ({e}): it is "
+                                      f"{identify(obj)[1]}") from None
             if not is_official_state_dict(raw):
                 raise CheckpointError(f"{path}: not an ATST checkpoint (no ATST encoder keys "
-                                      "such as patch_embed.patch_embed.weight / blocks.0.attn.qkv.weight)")
+                                      "such as patch_embed.patch_embed.weight / blocks.0.attn.qkv.weight): "
+                                      f"it is {identify(obj)[1]}")
             try:
                 sd = checkpoint_filter_fn(raw)
             except ValueError as e:
@@ -438,10 +448,12 @@ def load_encoder(path: str = "", variant: str = "tiny", seed: int = 0,
         dims = dims or infer_dims(sd)
     except ValueError as e:
         raise CheckpointError(f"{path}: {e}") from None
+    table = sd.get("pos_embed")
+    if isinstance(table, Tensor) and table.dim() == 3 and table.shape[1] != dims.max_tokens + 1:
+        raise CheckpointError(
+            f"{path}: the position table pos_embed has {table.shape[1]} rows; an ATST encoder's "
+            f"has {dims.max_tokens + 1} (CLS + {dims.max_tokens} tokens of 40 ms = "
+            f"{dims.max_tokens * 0.04:g} s): the file is corrupt or not of this architecture")
     encoder = ATSTEncoder(dims)
-    try:
-        encoder.load_state_dict(sd, strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(f"{path}: does not fit an ATST encoder {dims.width} x "
-                              f"{dims.layers}: {e}") from None
+    load_strict(encoder, sd, source=path, what=f"an ATST encoder {dims.width} x {dims.layers}")
     return LoadedEncoder(encoder, ATSTFrontend(), desc, meta)

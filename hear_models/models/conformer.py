@@ -46,6 +46,7 @@ equal rows per latent).
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 from typing import ClassVar, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -57,7 +58,7 @@ from ..frontends import CONFORMER_64_16K, LogMel
 from ..hear_api import FrameEncoder, LayerSelector
 from ..layers import LayerNorm, Linear, last, masked_mean
 from ..layers.conformer import ConformerBlock
-from . import Dims, LoadedEncoder, load_strict, read_weights
+from . import Dims, LoadedEncoder, identify, load_strict, read_weights, wrong_family
 
 SAMPLE_RATE = 16000  # Hz
 MEL_HOP = 320  # samples: 20 ms
@@ -391,7 +392,10 @@ def infer_dims(sd: Mapping[str, Tensor]) -> ConformerDims:
         latent = sd["context.proj.weight"].shape[1]
         n_in = sd["feature_encoder.proj.weight"].shape[1]
         blocks = sorted({int(k.split(".")[2]) for k in sd if k.startswith("context.blocks.")})
-        ffn = sd["context.blocks.0.ffn1.0.weight"].shape[0]
+        sd["context.blocks.0.ffn1.0.weight"]
+        # what the blocks agree on: one corrupted block is then the one reported mis-shaped
+        ffn = Counter(v.shape[0] for k, v in sd.items() if k.startswith("context.blocks.")
+                      and k.endswith(".ffn1.0.weight")).most_common(1)[0][0]
         k_first = sd["context.blocks.0.conv.depthwise_conv.weight"].shape[-1]
         k_rest = sd[f"context.blocks.{blocks[-1]}.conv.depthwise_conv.weight"].shape[-1]
     except (KeyError, IndexError) as e:
@@ -430,10 +434,13 @@ def load_encoder(path: str = "", variant: str = "tiny", seed: int = 0) -> Loaded
     obj = read_weights(path)
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: not a Conformer SSL weights file (got {type(obj).__name__})")
+    other = wrong_family(path, obj, "conformer")
+    if other is not None:
+        raise other
     if "format" in obj:
         if obj["format"] != EXPORT_FORMAT:
-            raise CheckpointError(f"{path}: format {obj['format']!r} is not {EXPORT_FORMAT!r} "
-                                  "(a weights file of another model?)")
+            raise CheckpointError(f"{path}: not a Conformer SSL checkpoint: it is "
+                                  f"{identify(obj)[1]}, not {EXPORT_FORMAT!r}")
         dims = ConformerDims.from_dict(obj["dims"])
         sd = obj["state_dict"]
         desc = obj.get("description", f"conformer ({path})")
@@ -444,7 +451,11 @@ def load_encoder(path: str = "", variant: str = "tiny", seed: int = 0) -> Loaded
         if any(k.startswith("encoder.") for k in sd):
             sd = {k[len("encoder."):]: v for k, v in sd.items() if k.startswith("encoder.")}
         sd = {k: v for k, v in sd.items() if k.startswith(("feature_encoder.", "context."))}
-        dims = infer_dims(sd)
+        try:
+            dims = infer_dims(sd)
+        except ValueError as e:
+            raise CheckpointError(f"{path}: not a Conformer SSL checkpoint ({e}): it is "
+                                  f"{identify(obj)[1]}") from None
         desc = f"conformer ({path})"
     encoder = ConformerEncoder(dims)
     load_strict(encoder, sd, source=path)

@@ -190,7 +190,10 @@ def convert_official_head(state_dict: Dict[str, Tensor], source: str = "checkpoi
     prefix = "at_model."
     out = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
     if not out:
-        raise ValueError(f"{source}: no 'at_model.*' keys: not a Whisper-AT head checkpoint")
+        from . import identify
+
+        raise ValueError(f"{source}: no 'at_model.*' keys: not a Whisper-AT head checkpoint: "
+                         f"it is {identify(state_dict)[1]}")
     others = sorted(k for k in state_dict if not k.startswith(prefix))
     if others:
         raise ValueError(f"{source}: keys outside the tagging head: {others[:5]}")
