@@ -195,3 +195,23 @@ def load_strict(model: nn.Module, sd: Mapping[str, Tensor], allowed_missing: Seq
     """
     check_fit(model.state_dict(), sd, what or type(model).__name__, allowed_missing, source)
     model.load_state_dict(dict(sd), strict=False)
+
+
+def read_checkpoint(path: str, family: str, what: str) -> Dict[str, Any]:
+    """:func:`read_weights`, refusing a file that is not a dict or is recognisably another
+    family's (``what``: the family's checkpoint in words, for the message)."""
+    obj = read_weights(path)
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: not {what} (a {type(obj).__name__}): it is {identify(obj)[1]}")
+    other = wrong_family(path, obj, family)
+    if other is not None:
+        raise other
+    return obj
+
+
+def sizes_of(infer_dims, sd: Mapping[str, Tensor], path: str, obj: Any, what: str):
+    """``infer_dims(sd)``, its ValueError as a CheckpointError naming the file and what it is."""
+    try:
+        return infer_dims(sd)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: not {what} ({e}): it is {identify(obj)[1]}") from None

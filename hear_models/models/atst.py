@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from ..frontends import ATST_64_16K, LogMel
 from ..hear_api import FrameEncoder, LayerSelector
 from ..layers import LayerNorm, ResidualAttentionBlock, last, masked_mean, split_qkv  # noqa: F401
-from . import Dims, LoadedEncoder, identify, load_strict, read_weights, wrong_family
+from . import Dims, LoadedEncoder, identify, load_strict, read_checkpoint
 
 SAMPLE_RATE = 16000  # Hz
 MEL_HOP = 160  # samples: 10 ms
@@ -401,12 +401,7 @@ def load_encoder(path: str = "", variant: str = "tiny", seed: int = 0,
             init_atst_weights(encoder)
         return LoadedEncoder(encoder, ATSTFrontend(), f"atst-{variant} UNTRAINED (random weights, seed {seed})")
 
-    obj = read_weights(path)
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{path}: not an ATST checkpoint (a {type(obj).__name__})")
-    other = wrong_family(path, obj, "atst")
-    if other is not None:
-        raise other
+    obj = read_checkpoint(path, "atst", "an ATST checkpoint")
     meta: dict = {}
     dims = None
     if obj.get("format") == EXPORT_FORMAT:

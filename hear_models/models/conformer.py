@@ -58,7 +58,7 @@ from ..frontends import CONFORMER_64_16K, LogMel
 from ..hear_api import FrameEncoder, LayerSelector
 from ..layers import LayerNorm, Linear, last, masked_mean
 from ..layers.conformer import ConformerBlock
-from . import Dims, LoadedEncoder, identify, load_strict, read_weights, wrong_family
+from . import Dims, LoadedEncoder, identify, load_strict, read_checkpoint, sizes_of
 
 SAMPLE_RATE = 16000  # Hz
 MEL_HOP = 320  # samples: 20 ms
@@ -431,12 +431,7 @@ def load_encoder(path: str = "", variant: str = "tiny", seed: int = 0) -> Loaded
             encoder = ConformerEncoder(dims)
         return LoadedEncoder(encoder, None, f"conformer-{variant} UNTRAINED (random weights, seed {seed})")
 
-    obj = read_weights(path)
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{path}: not a Conformer SSL weights file (got {type(obj).__name__})")
-    other = wrong_family(path, obj, "conformer")
-    if other is not None:
-        raise other
+    obj = read_checkpoint(path, "conformer", "a Conformer SSL checkpoint")
     if "format" in obj:
         if obj["format"] != EXPORT_FORMAT:
             raise CheckpointError(f"{path}: not a Conformer SSL checkpoint: it is "
@@ -451,11 +446,7 @@ def load_encoder(path: str = "", variant: str = "tiny", seed: int = 0) -> Loaded
         if any(k.startswith("encoder.") for k in sd):
             sd = {k[len("encoder."):]: v for k, v in sd.items() if k.startswith("encoder.")}
         sd = {k: v for k, v in sd.items() if k.startswith(("feature_encoder.", "context."))}
-        try:
-            dims = infer_dims(sd)
-        except ValueError as e:
-            raise CheckpointError(f"{path}: not a Conformer SSL checkpoint ({e}): it is "
-                                  f"{identify(obj)[1]}") from None
+        dims = sizes_of(infer_dims, sd, path, obj, "a Conformer SSL checkpoint")
         desc = f"conformer ({path})"
     encoder = ConformerEncoder(dims)
     load_strict(encoder, sd, source=path)

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from ..frontends import PASST_128_32K, LogMel
 from ..hear_api import FrameEncoder, LayerSelector
 from ..layers import LayerNorm, ResidualAttentionBlock, last, masked_mean
-from . import Dims, LoadedEncoder, identify, load_strict, read_weights, wrong_family
+from . import Dims, LoadedEncoder, identify, load_strict, read_weights, sizes_of, wrong_family
 
 SAMPLE_RATE = 32000  # Hz
 MEL_HOP = 320  # samples: 10 ms
@@ -591,11 +591,7 @@ def load_encoder(path: str = "", variant: str = "tiny", seed: int = 0, mel_stats
             except ValueError as e:
                 raise CheckpointError(f"{path}: {e}") from None
             stats = _chosen_mel_stats(mel_stats, official=True)
-        try:
-            dims = infer_dims(sd)
-        except ValueError as e:
-            raise CheckpointError(f"{path}: not a MaskSpec checkpoint ({e}): it is "
-                                  f"{identify(obj)[1]}") from None
+        dims = sizes_of(infer_dims, sd, path, obj, "a MaskSpec checkpoint")
         desc = f"maskspec ({path})"
     sd = {k: v for k, v in sd.items() if k.startswith(("encoder.", "frontend."))}
     if stats is not None:
