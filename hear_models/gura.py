@@ -221,7 +221,9 @@ def load_model(
     crepe_model = load_crepe(sources.get("crepe", "full")) if "crepe" in spec.members else None
     encoder = GuraEncoder(spec, speech, crepe_model, window_seconds=window_seconds,
                           crepe_batch_frames=crepe_batch_frames)
-    model = GuraHearModel(encoder, name=f"gura:{model_file_path or 'fusion_cat_xwc'}",
+    origins = "; ".join(f"{k}: {m.origin}" for k, m in speech.items() if m.origin)
+    desc = f"gura:{model_file_path or 'fusion_cat_xwc'}" + (f" ({origins})" if origins else "")
+    model = GuraHearModel(encoder, name=desc,
                           max_batch_seconds=max_batch_seconds, scene_groups=spec.scene_groups,
                           precision=precision)
     return model.eval()

@@ -475,3 +475,63 @@ def test_crepe_layer_outputs():
     outs = c.layer_outputs(frames)
     assert [o.shape[1] for o in outs] == c.layer_widths == [1024, 128, 128, 128, 256, 256]
     torch.testing.assert_close(outs[4], c.embed(frames))
+
+
+# -- members load strictly, and say where they came from --------------------------------------
+def _member_copy(tmp_path, kind="hubert"):
+    import shutil
+
+    from hear_models.models.gura import standin_folder
+
+    dst = tmp_path / kind
+    shutil.copytree(standin_folder(kind), dst)
+    return dst, next(dst.glob("*.safetensors"))
+
+
+def test_member_with_a_missing_or_mis_shaped_weight_is_refused(tmp_path):
+    import safetensors.torch as st
+
+    from hear_models.checkpoints import CheckpointError
+    from hear_models.models.gura import load_speech_model
+
+    folder, weights = _member_copy(tmp_path)
+    sd = st.load_file(str(weights))
+    key = "encoder.layers.0.attention.out_proj.weight"
+    st.save_file({k: v for k, v in sd.items() if k != key}, str(weights), metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match=f"{folder}.*missing.*{key}"):
+        load_speech_model("hubert", str(folder))
+    bad = dict(sd, **{"encoder.layers.0.attention.k_proj.weight": torch.zeros(81, 80)})
+    st.save_file(bad, str(weights), metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match=r"mis-shaped.*k_proj.weight \(81, 80\) \(expected \(80, 80\)\)"):
+        load_speech_model("hubert", str(folder))
+    # the heads of a CTC / pretraining checkpoint are dropped, as the official code's bare classes do
+    st.save_file(dict(sd, **{"lm_head.weight": torch.zeros(3, 80)}), str(weights), metadata={"format": "pt"})
+    assert load_speech_model("hubert", str(folder)).origin == f"{folder} (local folder)"
+
+
+def test_member_revision_is_pinned_and_recorded(monkeypatch):
+    from transformers import Wav2Vec2Model
+
+    from hear_models.models import gura as G
+
+    seen = {}
+    real = Wav2Vec2Model.from_pretrained.__func__
+
+    def fake(cls, source, **kw):
+        seen.update(kw, source=source)
+        model, info = real(cls, str(G.standin_folder("wav2vec2")), output_loading_info=True)
+        model.config._commit_hash = kw.get("revision")
+        return model, info
+
+    monkeypatch.setattr(Wav2Vec2Model, "from_pretrained", classmethod(fake))
+    member = G.load_speech_model("wav2vec2", "official@0123abc")
+    assert seen["source"] == G.OFFICIAL_NAMES["wav2vec2"] and seen["revision"] == "0123abc"
+    assert member.origin == f"{G.OFFICIAL_NAMES['wav2vec2']}@0123abc"
+    assert G.split_revision("facebook/hubert-xlarge-ll60k") == ("facebook/hubert-xlarge-ll60k", None)
+    with pytest.raises(ValueError, match="NAME@REVISION"):
+        G.split_revision("name@")
+
+
+def test_description_names_each_members_origin(get_model):
+    model = get_model("fusion_cat_xwc_standin")
+    assert "hubert: " in model.name and "(local folder)" in model.name

@@ -166,9 +166,10 @@ class SpeechMember(nn.Module):
         Zero-mean unit-variance each input (per window) before the model.
     """
 
-    def __init__(self, model: nn.Module, layers="all", normalize: bool = False):
+    def __init__(self, model: nn.Module, layers="all", normalize: bool = False, origin: str = ""):
         super().__init__()
         self.model = model
+        self.origin = origin  # where the weights came from: folder, or hub name @ revision
         self.n_states = model.config.num_hidden_layers + 1
         self.selector = LayerSelector(layers, "mean", self.n_states)
         self.width = model.config.hidden_size
@@ -263,18 +264,98 @@ def _do_normalize(source: str, local_only: bool) -> bool:
         return False  # no preprocessor_config.json: no normalisation
 
 
+# Keys a speech checkpoint may hold beyond the bare model: the heads of the CTC or
+# pretraining model it was saved from (the official code loads the same bare classes, which
+# drop them too). Anything else unexpected, and anything missing or mis-shaped, is an error.
+HEAD_PREFIXES = ("lm_head.", "quantizer.", "project_q.", "project_hid.", "final_proj.", "label_embs_concat",
+                 "dropout_features", "masked_spec_embed")
+
+
+def split_revision(source: str) -> Tuple[str, Optional[str]]:
+    """``"facebook/hubert-xlarge-ll60k@REV"`` -> (name, REV): a hub name pinned to a
+    revision (a commit hash, tag or branch); a name or folder without ``@`` -> (it, None)."""
+    if "@" in source and not Path(source).expanduser().exists():
+        name, rev = source.rsplit("@", 1)
+        if not name or not rev:
+            raise ValueError(f"{source!r}: expected NAME@REVISION")
+        return name, rev
+    return source, None
+
+
+def _shape_text(entry) -> str:
+    """transformers' mismatched-key entry ((key, shape in file, shape of the model), or a key)."""
+    if isinstance(entry, (tuple, list)) and len(entry) == 3:
+        key, found, expected = entry
+        return f"{key} {tuple(found)} (expected {tuple(expected)})"
+    return str(entry)
+
+
+def _mis_shaped(cls, source: str) -> List[str]:
+    """Keys of a local folder's safetensors whose shapes differ from the model its config
+    builds (on the meta device: no memory, no init)."""
+    try:
+        from safetensors import safe_open
+
+        config = cls.config_class.from_pretrained(source, local_files_only=True)
+        with torch.device("meta"):
+            own = cls(config).state_dict()
+        out = []
+        for f in sorted(Path(source).glob("*.safetensors")):
+            with safe_open(str(f), "pt") as fh:
+                for key in fh.keys():
+                    found = tuple(fh.get_slice(key).get_shape())
+                    if key in own and found != tuple(own[key].shape):
+                        out.append(f"{key} {found} (expected {tuple(own[key].shape)})")
+        return out
+    except Exception:  # noqa: BLE001 - a hub name or another file layout: no detail to add
+        return ["(see transformers' report above)"]
+
+
+def _strict_pretrained(cls, source: str, what: str, **kwargs):
+    """``cls.from_pretrained`` that refuses what transformers would only report: weights
+    missing from the folder (re-initialised at random), unexpected or mis-shaped ones."""
+    from ..checkpoints import CheckpointError
+
+    try:
+        model, info = cls.from_pretrained(source, output_loading_info=True, **kwargs)
+    except RuntimeError as e:  # transformers refuses mis-shaped weights itself, naming none
+        if "mismatch" not in str(e):
+            raise
+        raise CheckpointError(f"{source}: the {what} weights do not fit {cls.__name__}: mis-shaped "
+                              f"{_mis_shaped(cls, source)[:8]}") from None
+    missing = list(info.get("missing_keys") or [])
+    unexpected = [k for k in info.get("unexpected_keys") or [] if not k.startswith(HEAD_PREFIXES)]
+    mismatched = [_shape_text(m) for m in info.get("mismatched_keys") or []]
+    if missing or unexpected or mismatched:
+        raise CheckpointError(
+            f"{source}: the {what} weights do not fit {cls.__name__}: missing {missing[:8]}, unexpected "
+            f"{unexpected[:8]}, mis-shaped {mismatched[:8]} (transformers would fill the missing ones at "
+            "random and embed with them)")
+    return model
+
+
 def load_speech_model(kind: str, source: str = "official", layers="all", normalize: str = "none") -> SpeechMember:
-    """HuBERT or wav2vec 2.0 through ``transformers.from_pretrained``.
+    """HuBERT or wav2vec 2.0 through ``transformers.from_pretrained``, strictly.
 
     Parameters
     ----------
     kind : "hubert" (xLarge) | "hubert_large" | "wav2vec2"
         Which model class, and what "official" and "standin" mean.
-    source : "official" | "standin" | a hub name | a local folder
+    source : "official" | "standin" | a hub name | a local folder, optionally ``@REVISION``
         "official": the name the official GURA code loads (downloaded into the HF cache
-        on first use); "standin": a tiny RANDOM model of the same structure (tests only).
+        on first use); "standin": a tiny RANDOM model of the same structure (tests only);
+        ``NAME@REV`` pins a hub revision (``official@REV``: the official name at REV).
     normalize : "none" | "auto" | "always"
         "auto" follows the checkpoint's ``preprocessor_config.json`` ``do_normalize``.
+
+    The member's ``origin`` records the folder, or the hub name and the revision actually
+    loaded (the commit transformers resolved), for the model's description.
+
+    Raises
+    ------
+    CheckpointError
+        Weights missing from the member's files, unexpected (beyond the heads in
+        :data:`HEAD_PREFIXES`) or mis-shaped: naming the folder or name and the keys.
     """
     try:
         from transformers import HubertModel, Wav2Vec2Model
@@ -283,6 +364,7 @@ def load_speech_model(kind: str, source: str = "official", layers="all", normali
     if kind not in OFFICIAL_NAMES:
         raise ValueError(f"speech member {kind!r}: expected one of {', '.join(OFFICIAL_NAMES)}")
     cls = HubertModel if kind.startswith("hubert") else Wav2Vec2Model
+    source, revision = split_revision(source)
     if source in ("", "official"):
         source = OFFICIAL_NAMES[kind]
     elif source == "standin":
@@ -299,24 +381,30 @@ def load_speech_model(kind: str, source: str = "official", layers="all", normali
         source, local_only = str(local), True
     else:
         local_only = False
+    pin = {"revision": revision} if revision else {}
     try:
-        model = cls.from_pretrained(source, local_files_only=True)
+        model = _strict_pretrained(cls, source, kind, local_files_only=True, **pin)
     except OSError:
         if local_only:
             raise
         if not _hub_reachable():
             raise WeightsUnavailableError(
-                f"{kind} weights {source!r} are not in the HuggingFace cache and the hub cannot be "
-                "reached (offline). Download them on a connected machine "
-                f"(python -c \"from transformers import {cls.__name__} as M; M.from_pretrained('{source}')\"), "
+                f"{kind} weights {source!r}{f' at revision {revision}' if revision else ''} are not in the "
+                "HuggingFace cache and the hub cannot be reached (offline). Download them on a connected "
+                f"machine (python -c \"from transformers import {cls.__name__} as M; M.from_pretrained('{source}')\"), "
                 "or pass a local folder.") from None
-        model = cls.from_pretrained(source)
+        model = _strict_pretrained(cls, source, kind, **pin)
+    if local_only:
+        origin = f"{source} (local folder)"
+    else:
+        commit = getattr(model.config, "_commit_hash", None) or revision or "unknown revision"
+        origin = f"{source}@{commit}"
     model = model.float().eval().requires_grad_(False)
     if normalize == "auto":
         norm = _do_normalize(source, local_only=True) or (not local_only and _do_normalize(source, False))
     else:
         norm = normalize == "always"
-    return SpeechMember(model, layers=layers, normalize=norm)
+    return SpeechMember(model, layers=layers, normalize=norm, origin=origin)
 
 
 # --------------------------------------------------------------------------------------
