@@ -18,8 +18,8 @@ from torch import Tensor, nn
 
 from ..checkpoints import CheckpointError, torch_load_trusted_weights
 
-__all__ = ["Dims", "LoadedEncoder", "check_fit", "identify", "load_strict", "read_weights",
-           "wrong_family"]
+__all__ = ["Dims", "LoadedEncoder", "check_fit", "identify", "load_strict", "read_checkpoint", "read_weights",
+           "sizes_of", "wrong_family"]
 
 
 class Dims:
@@ -106,8 +106,7 @@ def identify(obj: Any) -> "tuple[Optional[str], str]":
     fmt = obj.get("format")
     if isinstance(fmt, str):
         fam = fmt.split("/")[0].rsplit(".", 1)[-1] if fmt.startswith("hear_models.") else None
-        fam = {"maskspec": "maskspec", "atst": "atst", "conformer": "conformer"}.get(fam or "",
-                                                                                     None)
+        fam = fam if fam in ("maskspec", "atst", "conformer") else None
         if fam is None and "head" in fmt:
             fam = "whisper-at heads"
         return fam, (f"{_a(FAMILY_NAMES[fam])} export (format {fmt!r})" if fam
@@ -202,7 +201,7 @@ def read_checkpoint(path: str, family: str, what: str) -> Dict[str, Any]:
     family's (``what``: the family's checkpoint in words, for the message)."""
     obj = read_weights(path)
     if not isinstance(obj, dict):
-        raise CheckpointError(f"{path}: not {what} (a {type(obj).__name__}): it is {identify(obj)[1]}")
+        raise CheckpointError(f"{path}: not {what}: it is {identify(obj)[1]}")
     other = wrong_family(path, obj, family)
     if other is not None:
         raise other

@@ -266,9 +266,11 @@ def _do_normalize(source: str, local_only: bool) -> bool:
 
 # Keys a speech checkpoint may hold beyond the bare model: the heads of the CTC or
 # pretraining model it was saved from (the official code loads the same bare classes, which
-# drop them too). Anything else unexpected, and anything missing or mis-shaped, is an error.
-HEAD_PREFIXES = ("lm_head.", "quantizer.", "project_q.", "project_hid.", "final_proj.", "label_embs_concat",
-                 "dropout_features", "masked_spec_embed")
+# drop them too). Anything else unexpected, and anything missing or mis-shaped, is an error,
+# except ``masked_spec_embed``: the training-time mask vector, which the bare model has only
+# when its config asks for masking and which inference never reads, in the file or not.
+HEAD_PREFIXES = ("lm_head.", "quantizer.", "project_q.", "project_hid.", "final_proj.", "label_embs_concat")
+UNUSED_AT_INFERENCE = ("masked_spec_embed",)
 
 
 def split_revision(source: str) -> Tuple[str, Optional[str]]:
@@ -323,8 +325,9 @@ def _strict_pretrained(cls, source: str, what: str, **kwargs):
             raise
         raise CheckpointError(f"{source}: the {what} weights do not fit {cls.__name__}: mis-shaped "
                               f"{_mis_shaped(cls, source)[:8]}") from None
-    missing = list(info.get("missing_keys") or [])
-    unexpected = [k for k in info.get("unexpected_keys") or [] if not k.startswith(HEAD_PREFIXES)]
+    missing = [k for k in info.get("missing_keys") or [] if k not in UNUSED_AT_INFERENCE]
+    unexpected = [k for k in info.get("unexpected_keys") or []
+                  if not k.startswith(HEAD_PREFIXES) and k not in UNUSED_AT_INFERENCE]
     mismatched = [_shape_text(m) for m in info.get("mismatched_keys") or []]
     if missing or unexpected or mismatched:
         raise CheckpointError(

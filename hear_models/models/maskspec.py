@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from ..frontends import PASST_128_32K, LogMel
 from ..hear_api import FrameEncoder, LayerSelector
 from ..layers import LayerNorm, ResidualAttentionBlock, last, masked_mean
-from . import Dims, LoadedEncoder, identify, load_strict, read_weights, sizes_of, wrong_family
+from . import Dims, LoadedEncoder, identify, load_strict, read_checkpoint, sizes_of
 
 SAMPLE_RATE = 32000  # Hz
 MEL_HOP = 320  # samples: 10 ms
@@ -573,16 +573,13 @@ def load_encoder(path: str = "", variant: str = "tiny", seed: int = 0, mel_stats
         return LoadedEncoder(encoder, frontend, desc)
     stats = _chosen_mel_stats(mel_stats, official=False)  # a bad option fails before reading
 
-    obj = read_weights(path)
-    other = wrong_family(path, obj, "maskspec")
-    if other is not None:
-        raise other
-    if isinstance(obj, dict) and obj.get("format") == EXPORT_FORMAT:
+    obj = read_checkpoint(path, "maskspec", "a MaskSpec checkpoint")
+    if obj.get("format") == EXPORT_FORMAT:
         dims = MaskSpecDims.from_dict(obj["dims"])
         sd = obj["state_dict"]
         desc = obj.get("description", f"maskspec ({path})")
     else:
-        sd = obj.get("state_dict", obj.get("model", obj)) if isinstance(obj, dict) else None
+        sd = obj.get("state_dict", obj.get("model", obj))
         if not isinstance(sd, dict) or "format" in obj:
             raise CheckpointError(f"{path}: not a MaskSpec checkpoint: it is {identify(obj)[1]}")
         if is_official_state_dict(sd):
