@@ -4,8 +4,11 @@
     hear-models embed FILE... [--model NAME|MODULE] [--weights PATH] [--out DIR] [-v]
     hear-models validate NAME|MODULE [--weights PATH]
     hear-models tag AUDIO... [--whisper PATH] [--head PATH] [--at-time-res 10] [--top-k 5]
-    hear-models weights path NAME            a local weights file of a registered model
+    hear-models weights path NAME            a local weights file of a registered model or release
                                              (for heareval's --model, hear-validator's -m)
+    hear-models weights list [--json]        the official releases: URL, size, sha256, cached or not
+    hear-models weights fetch NAME... [--force]
+                                             download releases (or a model's files) now, verified
     hear-models install-tools [--dry-run]    openai-whisper, heareval, hear-validator, torchcrepe
                                              into this environment (the recipe of scripts/install.sh)
 
@@ -281,19 +284,64 @@ def cmd_tag(args) -> int:
 
 
 def cmd_weights(args) -> int:
-    """``weights path NAME``: a local weights file for heareval's --model."""
+    """``weights path NAME``: a local weights file for heareval's --model (a registered
+    model, or an official release by name; downloaded first if needed)."""
     from . import weights
 
-    try:
-        path = weights.weights_path(args.name)
-    except (KeyError, ValueError) as e:
-        print(f"hear-models weights: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
-        return 2
+    path = weights.weights_path(args.name)
     print(path)
-    spec = registry.get_spec(args.name)
-    options = weights.heareval_options(args.name)
-    print(f"# {args.name}: HEAR module {spec.module}"
-          + (f"; give heareval --model-options '{options}'" if options != "{}" else ""), file=sys.stderr)
+    if args.name in registry.list_models():
+        spec = registry.get_spec(args.name)
+        options = weights.heareval_options(args.name)
+        print(f"# {args.name}: HEAR module {spec.module}"
+              + (f"; give heareval --model-options '{options}'" if options != "{}" else ""), file=sys.stderr)
+    return 0
+
+
+def _size(n) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def cmd_weights_list(args) -> int:
+    """``weights list``: every official release, its URL, size and sha256 once known, cached or not."""
+    from .checkpoints.releases import cached, releases
+
+    rows = []
+    for r in releases().values():
+        c = cached(r)
+        rows.append({"name": r.name, "family": r.family, "state": c["state"], "size": c["size"],
+                     "sha256": c["sha256"] or None, "url": r.urls[0], "mirrors": list(r.urls[1:]),
+                     "path": str(r.path()), "what": r.what, "source": r.source})
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(f"{'name':34s} {'state':8s} {'size':>10s}  {'sha256':16s}  url")
+    for row in rows:
+        digest = (row["sha256"][:16] if row["sha256"] else "-")
+        print(f"{row['name']:34s} {row['state']:8s} {_size(row['size']):>10s}  {digest:16s}  {row['url']}"
+              + (f" (+{len(row['mirrors'])} mirror)" if row["mirrors"] else ""))
+    print("# sha256: published by openai (Whisper); for the others, recorded at the first download "
+          "and checked at every load (the projects publish none). --json: full digests, paths, mirrors.")
+    return 0
+
+
+def cmd_weights_fetch(args) -> int:
+    """``weights fetch NAME...``: download releases now (a registered model: every file it needs)."""
+    from . import weights
+    from .checkpoints.releases import fetch, releases
+
+    for name in args.names:
+        needed = [releases()[name]] if name in releases() else weights.needed_releases(name)
+        if not needed:
+            print(f"{name}: nothing to download (its weights come with the package)", file=sys.stderr)
+        for r in needed:
+            path = fetch(r, force=args.force)
+            print(path)
     return 0
 
 
@@ -352,12 +400,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default=None, help="also write the JSON here")
     s.set_defaults(func=cmd_tag)
 
-    s = sub.add_parser("weights", help="weights of registered models as local files")
+    s = sub.add_parser("weights", help="weights as local files: official releases (list, fetch), "
+                       "registered models (path)")
     wsub = s.add_subparsers(dest="weights_command", required=True)
-    w = wsub.add_parser("path", help="print a local weights file of a registered model (made in the "
-                        "cache on first call), e.g. for heareval's --model")
-    w.add_argument("name", help="registry name (hear-models list)")
+    w = wsub.add_parser("path", help="print a local weights file of a registered model or a release "
+                        "(made or downloaded into the cache on first call), e.g. for heareval's --model")
+    w.add_argument("name", help="registry name (hear-models list) or release (hear-models weights list)")
     w.set_defaults(func=cmd_weights)
+    w = wsub.add_parser("list", help="the official releases: name, state in the cache, size, sha256, URL")
+    w.add_argument("--json", action="store_true", help="JSON with full digests, paths and mirrors")
+    w.set_defaults(func=cmd_weights_list)
+    w = wsub.add_parser("fetch", help="download official releases now (for a registered model: every "
+                        "file it needs), verify, print their paths")
+    w.add_argument("names", nargs="+", metavar="NAME", help="release or registry name")
+    w.add_argument("--force", action="store_true", help="delete the cached file first and download again")
+    w.set_defaults(func=cmd_weights_fetch)
 
     s = sub.add_parser("install-tools", help="install openai-whisper, heareval, hear-validator and "
                        "torchcrepe into this environment, as scripts/install.sh does")

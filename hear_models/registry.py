@@ -224,3 +224,48 @@ register(ModelSpec(
                 "audio (63 min; not the paper's model; --weights '' for random init), mean of all blocks, "
                 "64-d every 40 ms (80 ms latents, each given to two frames)",
 ))
+
+# -- the official releases (downloaded on first use: hear_models.checkpoints.releases) ------------
+# Whisper-AT: the openai backbone + the project's TL-Tr head (or TL-Tr-512, the
+# low-dimensional projection published for small / medium / large). Whisper-AT's "large" is
+# large-v2 (openai-whisper's "large" is large-v3): the rows name the version.
+WHISPER_AT_SIZES = ("tiny.en", "tiny", "base.en", "base", "small.en", "small", "medium.en", "medium",
+                    "large-v1", "large-v2")
+LOW_DIM_SIZES = ("small.en", "small", "medium.en", "medium", "large-v1", "large-v2")  # TL-Tr-512 heads
+_WHISPER_SIZES = {"tiny": (384, 4), "base": (512, 6), "small": (768, 12), "medium": (1024, 24),
+                  "large": (1280, 32)}
+
+
+def slug(size: str) -> str:
+    """``large-v2`` -> ``large_v2``, ``tiny.en`` -> ``tiny_en`` (for names)."""
+    return size.replace(".", "_").replace("-", "_")
+
+
+def _whisper_at_rows() -> None:
+    for size in WHISPER_AT_SIZES:
+        width, blocks = _WHISPER_SIZES[size.split(".")[0].split("-")[0]]
+        for low in ((False, True) if size in LOW_DIM_SIZES else (False,)):
+            kind = "tltr512" if low else "tltr"
+            register(ModelSpec(
+                f"whisper_at_{slug(size)}_{kind}", "hear_models.whisper_at", size,
+                options={"head": f"release:whisper_at_head_{slug(size)}_{kind}"}, downloads=True,
+                description=f"DOWNLOADS the official files: Whisper {size} (openai) + Whisper-AT "
+                            f"{'TL-Tr-512' if low else 'TL-Tr'} AudioSet head; mean of all {blocks} "
+                            f"blocks, {width}-d every 20 ms; scene: mean + the head's 527 AudioSet "
+                            f"logits ({width + 527}-d)",
+            ))
+
+
+_whisper_at_rows()
+for _size, _width in (("small", 384), ("base", 768)):
+    register(ModelSpec(
+        f"atst_{_size}", "hear_models.atst", f"release:atst_{_size}", downloads=True,
+        description=f"DOWNLOADS the official ATST {_size} (audiossl, AudioSet): the official downstream "
+                    f"protocol, scene [CLS ; mean] x 12 blocks over 6 s chunks ({24 * _width}-d), 12 blocks "
+                    f"concatenated every 40 ms ({12 * _width}-d)",
+    ))
+register(ModelSpec(
+    "maskspec_base_pretrained", "hear_models.maskspec", "release:maskspec_base_pretrained", downloads=True,
+    description="DOWNLOADS the official MaskSpec base (masked-spectrogram pretraining on AudioSet; official "
+                "AudioSet mel statistics), final block + LayerNorm, 768-d every 40 ms",
+))

@@ -12,6 +12,9 @@ module's ``load_model`` reads to exactly the same model:
   its sha256 is recorded beside it (``.sha256``) and verified whenever the path is asked
   for again. Tensors the source stores in float16 are kept in float16 (lossless).
 - Packaged checkpoints (``packaged:NAME``): the file inside the package, sha256-checked.
+- Official releases (``release:NAME`` weights, Whisper-AT rows' openai backbones and heads):
+  downloaded into the cache on first use and verified
+  (:mod:`hear_models.checkpoints.releases`); the path is the downloaded file itself.
 - NTU-GURA (several member networks, no single file): a small JSON file naming the variant
   and its members (``{"format": "hear-models-gura", "weights": "crepe:crepe=tiny"}``),
   which ``hear_models.gura.load_model`` reads; the member files it resolves are listed in
@@ -58,18 +61,49 @@ def weights_path(name: str) -> Path:
     ValueError
         The model has no weights to put in a file (random initialisation).
     """
+    from .checkpoints.releases import RELEASE_PREFIX, fetch, releases, whisper_release
+
+    if name not in registry.list_models() and name in releases():
+        return fetch(name)  # a release by its own name
     spec = registry.get_spec(name)
     w = spec.weights
+    for release in needed_releases(name):  # fetch what the model needs (its head, too)
+        fetch(release)
     if spec.module == "hear_models.gura":
         return _gura_file(name, w)
     if w.startswith(PACKAGED_PREFIX):
         return packaged_weights(w[len(PACKAGED_PREFIX):])
+    if w.startswith(RELEASE_PREFIX):
+        return fetch(w[len(RELEASE_PREFIX):])
+    if spec.module == "hear_models.whisper_at" and _openai_name(w):
+        return fetch(whisper_release(w))  # openai's own .pt, as downloaded
     if spec.module == "hear_models.whisper_at":
         return _whisper_file(name, w)
     if w and Path(w).expanduser().is_file():
         return Path(w).expanduser()
     raise ValueError(f"{name}: its default weights are {w!r} (random initialisation): there is no "
                      "weights file to give; train or export one (docs/training.md)")
+
+
+def _openai_name(weights: str) -> bool:
+    import whisper
+
+    return weights in whisper._MODELS
+
+
+def needed_releases(name: str) -> list:
+    """The official releases registry model ``name`` loads: its ``release:`` weights and
+    options, and the openai Whisper backbone it names (empty for offline models)."""
+    from .checkpoints.releases import RELEASE_PREFIX, get_release, whisper_release
+
+    spec = registry.get_spec(name)
+    out = []
+    for value in [spec.weights, *spec.options.values()]:
+        if isinstance(value, str) and value.startswith(RELEASE_PREFIX):
+            out.append(get_release(value[len(RELEASE_PREFIX):]))
+    if spec.module == "hear_models.whisper_at" and spec.weights and _openai_name(spec.weights):
+        out.insert(0, whisper_release(spec.weights))
+    return out
 
 
 def _atomic_write(path: Path, write) -> None:

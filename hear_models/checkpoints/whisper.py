@@ -414,11 +414,6 @@ def _accepted(names: Sequence[str]) -> str:
     )
 
 
-def _default_download_root() -> str:
-    default = os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(os.getenv("XDG_CACHE_HOME", default), "whisper")
-
-
 def _load_folder(folder: Path, device):
     if (folder / "model.bin").is_file():
         return _load_ct2([folder / "model.bin"], folder / "config.json", device)
@@ -445,7 +440,8 @@ def load_whisper(
     source : str or PathLike
         ``""`` (offline Whisper base from PyPI packages), ``"offline:base"``,
         ``"offline:tiny.en"``, an openai-whisper model name (``whisper.available_models()``,
-        downloaded and sha256-checked by openai-whisper), a local openai ``.pt`` file, a
+        downloaded on first use into openai-whisper's cache and checked against the sha256
+        its URL carries: :func:`~hear_models.checkpoints.releases.fetch`), a local openai ``.pt`` file, a
         CTranslate2 / faster-whisper folder or its ``model.bin``, or a HuggingFace Whisper
         folder.
     device : str or torch.device
@@ -485,8 +481,9 @@ def load_whisper(
         return _load_offline(key, device)
     names = whisper.available_models()
     if src in names:
-        root = os.fspath(download_root) if download_root is not None else _default_download_root()
-        path = whisper._download(whisper._MODELS[src], root, in_memory=False)
+        from .releases import fetch, whisper_release
+
+        path = fetch(whisper_release(src), root=download_root)
         return _load_openai_pt(path, device, whisper._ALIGNMENT_HEADS.get(src))
     p = Path(src).expanduser()
     if p.is_dir():
