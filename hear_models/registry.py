@@ -54,7 +54,7 @@ def unknown_model_message(name: str, modules: bool = False) -> str:
     close = difflib.get_close_matches(name, list_models(), n=3, cutoff=0.6)
     hint = f"did you mean {' or '.join(close)}? " if close else ""
     what = " (neither a registered name nor an importable HEAR module)" if modules else ""
-    return f"unknown model {name!r}{what}; {hint}registered: {', '.join(list_models())} (hear-models list)"
+    return f"unknown model {name!r}{what}; {hint}{len(list_models())} models are registered: hear-models list"
 
 
 def get_spec(name: str) -> ModelSpec:

@@ -477,17 +477,18 @@ def test_openai_pt_errors_name_the_file(small_pt, tmp_path):
         C.load_whisper(plain)
 
 
-def test_model_name_downloads_with_openai_downloader(small_pt, tmp_path, monkeypatch):
+def test_model_name_loads_from_openai_cache_checked_against_its_published_sha256(small_pt, tmp_path, monkeypatch):
+    """An openai-whisper name is fetched into openai-whisper's cache (``download_root``, else
+    ``$XDG_CACHE_HOME/whisper``; the download path itself: tests/test_releases.py); a file
+    already there is used when its sha256 is the one in openai's URL, refused otherwise."""
     model, path = small_pt
-    calls = []
-
-    def fake_download(url, root, in_memory):
-        calls.append((url, root, in_memory))
-        return str(path)
-
-    monkeypatch.setattr(whisper, "_download", fake_download)
+    digest = C.sha256_file(path)
+    for name in ("tiny.en", "tiny"):
+        url = f"https://openaipublic.azureedge.net/main/whisper/models/{digest}/{name}.pt"
+        monkeypatch.setitem(whisper._MODELS, name, url)
+    (tmp_path / "cache").mkdir()
+    shutil.copy(path, tmp_path / "cache" / "tiny.en.pt")
     loaded = C.load_whisper("tiny.en", download_root=tmp_path / "cache")
-    assert calls == [(whisper._MODELS["tiny.en"], str(tmp_path / "cache"), False)]
     assert_same_model(loaded, model)
     # openai's word-timestamp heads for the official model, as whisper.load_model does
     expected = small_whisper()
@@ -495,8 +496,13 @@ def test_model_name_downloads_with_openai_downloader(small_pt, tmp_path, monkeyp
     assert torch.equal(loaded.alignment_heads.to_dense(), expected.alignment_heads.to_dense())
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    C.load_whisper("tiny")  # same dims as tiny.en, so its alignment-head dump fits
-    assert calls[-1] == (whisper._MODELS["tiny"], str(tmp_path / "xdg" / "whisper"), False)
+    (tmp_path / "xdg" / "whisper").mkdir(parents=True)
+    shutil.copy(path, tmp_path / "xdg" / "whisper" / "tiny.pt")
+    assert_same_model(C.load_whisper("tiny"), model)  # same dims as tiny.en
+    monkeypatch.setitem(whisper._MODELS, "tiny", f"https://o/main/whisper/models/{'0' * 64}/tiny.pt")
+    (tmp_path / "xdg" / "whisper" / "tiny.pt.record.json").unlink()
+    with pytest.raises(C.ChecksumError, match="sha256 does not match the published 0000"):
+        C.load_whisper("tiny")
 
 
 def test_unknown_sources_list_what_is_accepted(tmp_path):

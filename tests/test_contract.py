@@ -185,15 +185,19 @@ def _probe(name, minutes, kind):
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def test_downloading_models_fail_clearly_offline(monkeypatch):
-    """Registered models whose weights come from a hub cannot run on an offline machine
-    (the stand-ins run their code here); there, loading one says so at once."""
+def test_downloading_models_fail_clearly_offline(monkeypatch, tmp_path):
+    """Registered models whose weights come from a hub or a project's release cannot run on
+    an offline machine (the stand-ins and tests/test_releases.py run their code here);
+    there, loading one says so at once, naming what it could not download."""
     from hear_models import create_model
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HEAR_MODELS_DOWNLOAD_BASE", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("HEAR_MODELS_CACHE", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     for name in sorted(set(list_models()) - set(MODELS)):
         assert get_spec(name).downloads
-        with pytest.raises(FileNotFoundError, match="(?i)download|offline|hub|network"):
+        with pytest.raises(OSError, match="(?i)download|offline|hub|network"):
             create_model(name)
 
 
