@@ -151,7 +151,8 @@ def test_full_window_reuses_the_frames_pass(official):
     torch.manual_seed(2)
     audio = torch.rand(1, WINDOW) * 0.4 - 0.2
     audio[:, -1920:] = 0
-    _, ref_emb, ref_logits = reference_forward(sd, official_normalised_mel(F.pad(audio, (0, OFFICIAL_SAMPLES - WINDOW))))
+    padded = F.pad(audio, (0, OFFICIAL_SAMPLES - WINDOW))
+    _, ref_emb, ref_logits = reference_forward(sd, official_normalised_mel(padded))
     m = load_model(path, head_output="both")
     calls = []
     m.encoder.padded_last_block = lambda a: calls.append(a) or None  # must not be needed
@@ -159,6 +160,24 @@ def test_full_window_reuses_the_frames_pass(official):
     assert not calls
     assert rel_l2(scene[:, D:2 * D], ref_emb) <= 1e-5
     assert rel_l2(scene[:, 2 * D:], ref_logits) <= 1e-5
+
+
+def test_long_clip_head_is_the_frame_weighted_mean_over_windows(official):
+    """A 12 s clip: windows of 9.92 s and 2.08 s, each window's logits as the official
+    inference of that window alone (the tail zero-padded), weighted by its 248 and 52 frames."""
+    from hear_models.maskspec import load_model
+
+    sd, path = official
+    torch.manual_seed(4)
+    audio = torch.rand(1, 12 * 32000) * 0.4 - 0.2
+    audio[:, WINDOW - 1920:WINDOW] = 0  # the first window ends in silence (same 992 frames)
+    m = load_model(path)  # auto: logits
+    scene = m.scene_embeddings(audio)
+    refs = [reference_forward(sd, official_normalised_mel(F.pad(w, (0, OFFICIAL_SAMPLES - w.shape[1]))))[2]
+            for w in (audio[:, :WINDOW], audio[:, WINDOW:])]
+    expected = (248 * refs[0] + 52 * refs[1]) / 300
+    assert scene.shape == (1, D + N_CLASSES)
+    assert rel_l2(scene[:, D:], expected) <= 1e-5
 
 
 def test_shorter_grids_cut_the_learned_table_as_target_size(official):

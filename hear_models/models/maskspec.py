@@ -11,7 +11,10 @@ Patches: 16 mel bins x 16 frames (160 ms), a grid of 8 x floor(T / 16) for T fra
 paper's 992 frames give 8 x 62 = 496 patches. Tokens are ordered row-major over
 (frequency row, time column), as the official ``patchify``. Fixed 2-D sin-cos position
 embeddings are built for the actual grid (any clip length; the official code assumes
-square grids in ``unpatchify`` and in position interpolation, which we do not).
+square grids in ``unpatchify`` and in position interpolation, which we do not). The official
+AudioSet fine-tuned ViT instead has a trained table (``dims.pos_cols``: the first w columns
+serve a w-column grid, as the official ``target_size`` cut), ``fc_norm`` (our ``norm``) on
+the mean patch token, and a 527-class ``head`` (``dims.n_classes``): :mod:`.maskspec_official`.
 
 Sizes (trainable parameters of the encoder: patch embedding, CLS, 12 blocks, final norm):
 base 768 x 12 heads 85.25M, small 384 x 6 heads 21.4M, tiny 192 x 3 heads 5.39M.
