@@ -10,8 +10,9 @@ centred on it (``shifts=4``); ``shifts=1`` repeats each 160 ms column four times
 cheaper, true resolution 160 ms). A frame is the mean of its column's 8 frequency
 tokens (``freq_pool="concat"``: their concatenation). Windows of 9.92 s (the 8 x 62
 grid of pretraining), encoded independently. Scene embedding: the mean of the frames,
-i.e. the mean of the patch tokens (the CLS token is not trained by MAE and not used).
-See docs/models.md.
+i.e. the mean of the patch tokens (the CLS token is not trained by MAE and not used),
+followed, for the official AudioSet fine-tuned file, by its head's 527 logits per window
+(``head_output``). See docs/models.md.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def load_model(
     max_batch_seconds: float = 240.0,
     precision: str = "auto",
     mel_stats: str = "auto",
+    head_output: str = "auto",
 ) -> HearModel:
     """Load a MaskSpec encoder behind HEAR's API.
 
@@ -64,12 +66,33 @@ def load_model(
         official AudioSet statistics (the official code always applies them; its files do
         not carry them), our files keep their own; "official" / "none" (identity) / a
         ``.npy`` file override (:func:`hear_models.models.maskspec.load_encoder`).
+    head_output : "auto" | "none" | "logits" | "repr" | "both"
+        What a fine-tuned file's head (the official AudioSet tagger) appends to the scene
+        embedding, computed per 9.92 s window as the official inference does (the window
+        zero-padded, the 8 x 62 patch tokens averaged, ``fc_norm``, ``head``): the 527
+        logits, the pooled representation (D), or both (D + 527); "none": nothing.
+        "auto" (default): "logits" for a file with a head, "none" otherwise. Logits by
+        default because they are what the head adds: the pooled representation is a
+        LayerNorm of the same last-block tokens the frames already average.
     """
     from .models.maskspec import MaskSpecFrameEncoder, load_encoder
+    from .models.maskspec_official import MaskSpecTaggingFrameEncoder
 
+    choices = ("auto", "none", "logits", "repr", "both")
+    if head_output not in choices:
+        raise ValueError(f"head_output={head_output!r}: expected one of {choices}")
     loaded = load_encoder(model_file_path, variant, mel_stats=mel_stats)
-    frame_encoder = MaskSpecFrameEncoder(loaded.frontend, loaded.encoder, layers=layers, combine=combine,
-                                         freq_pool=freq_pool, shifts=shifts)
+    has_head = bool(loaded.encoder.dims.n_classes)
+    if head_output == "auto":
+        head_output = "logits" if has_head else "none"
+    options = dict(layers=layers, combine=combine, freq_pool=freq_pool, shifts=shifts)
+    if head_output == "none":
+        frame_encoder = MaskSpecFrameEncoder(loaded.frontend, loaded.encoder, **options)
+    elif not has_head:
+        raise ValueError(f"head_output={head_output!r}: {loaded.description} has no tagging head "
+                         "(only a fine-tuned file has one)")
+    else:
+        frame_encoder = MaskSpecTaggingFrameEncoder(loaded.frontend, loaded.encoder, head_output, **options)
     frame_encoder.requires_grad_(False)
     model = MaskSpecHearModel(frame_encoder, name=loaded.description, max_batch_seconds=max_batch_seconds,
                               precision=precision)

@@ -11,7 +11,10 @@ Patches: 16 mel bins x 16 frames (160 ms), a grid of 8 x floor(T / 16) for T fra
 paper's 992 frames give 8 x 62 = 496 patches. Tokens are ordered row-major over
 (frequency row, time column), as the official ``patchify``. Fixed 2-D sin-cos position
 embeddings are built for the actual grid (any clip length; the official code assumes
-square grids in ``unpatchify`` and in position interpolation, which we do not).
+square grids in ``unpatchify`` and in position interpolation, which we do not). The official
+AudioSet fine-tuned ViT instead has a trained table (``dims.pos_cols``: the first w columns
+serve a w-column grid, as the official ``target_size`` cut), ``fc_norm`` (our ``norm``) on
+the mean patch token, and a 527-class ``head`` (``dims.n_classes``): :mod:`.maskspec_official`.
 
 Sizes (trainable parameters of the encoder: patch embedding, CLS, 12 blocks, final norm):
 base 768 x 12 heads 85.25M, small 384 x 6 heads 21.4M, tiny 192 x 3 heads 5.39M.
@@ -65,6 +68,8 @@ class MaskSpecDims(Dims):
     decoder_layers: int = 8
     decoder_heads: int = 16
     drop_path: float = 0.0  # stochastic depth of the last encoder block (linear from 0)
+    pos_cols: int = 0  # > 0: a LEARNED position table of (n_mels / patch) x pos_cols patches
+    n_classes: int = 0  # > 0: a tagging head on the pooled tokens (official fine-tuned files)
 
 
 # -- position embeddings -------------------------------------------------------------------
@@ -165,8 +170,9 @@ class PatchEmbed(nn.Module):
 
 
 class MaskSpecEncoder(nn.Module):
-    """The ViT encoder: patch embedding, CLS token, fixed 2-D sin-cos positions, blocks
-    (qkv bias, LayerNorm eps 1e-6, MLP ratio 4), final LayerNorm ``norm``."""
+    """The ViT encoder: patch embedding, CLS token, fixed 2-D sin-cos positions (or a
+    learned table, ``dims.pos_cols``), blocks (qkv bias, LayerNorm eps 1e-6, MLP ratio 4),
+    final LayerNorm ``norm``, optional tagging ``head`` (``dims.n_classes``)."""
 
     def __init__(self, dims: MaskSpecDims):
         super().__init__()
@@ -180,16 +186,37 @@ class MaskSpecEncoder(nn.Module):
                                    key_bias=True, ln_eps=1e-6, drop_path=p) for p in dpr])
         self.norm = LayerNorm(D, eps=1e-6)
         self.pos = _PosCache(D)
-        self.cls_pos = None  # the CLS position is all zeros in MAE's table: nothing to add
+        if dims.pos_cols:  # the official fine-tuned ViT's trained table, CLS position first
+            self.pos_embed = nn.Parameter(torch.zeros(1, 1 + dims.n_mels // dims.patch * dims.pos_cols, D))
+        if dims.n_classes:  # applied to norm(mean of the patch tokens): see ``pooled``
+            self.head = nn.Linear(D, dims.n_classes)
+
+    def positions(self, h: int, w: int, like: Tensor) -> Tensor:
+        """(h * w, D) positions of a (h, w) grid: the fixed sin-cos table, or the first w
+        columns of the learned one (as the official ``target_size`` cut)."""
+        if not self.dims.pos_cols:
+            return self.pos(h, w, like)
+        rows, cols = self.dims.n_mels // self.dims.patch, self.dims.pos_cols
+        if h != rows or w > cols:
+            raise ValueError(f"a {h} x {w} patch grid: the learned position table covers {rows} x {cols} "
+                             f"({cols * self.dims.patch} mel frames at most)")
+        return self.pos_embed[0, 1:].view(rows, cols, -1)[:, :w].reshape(h * w, -1).to(like.dtype)
 
     def tokens(self, mel: Tensor) -> Tuple[Tensor, Tuple[int, int]]:
         """mel (batch, n_mels, T) -> patch tokens with positions (batch, h * w, D), grid."""
         x, (h, w) = self.patch_embed(mel)
-        return x + self.pos(h, w, x), (h, w)
+        return x + self.positions(h, w, x), (h, w)
 
     def with_cls(self, x: Tensor) -> Tensor:
-        """(batch, L, D) -> (batch, 1 + L, D), CLS first."""
-        return torch.cat([self.cls_token.to(x.dtype).expand(x.shape[0], -1, -1), x], dim=1)
+        """(batch, L, D) -> (batch, 1 + L, D), CLS first (plus its learned position; MAE's
+        fixed CLS position is zero)."""
+        cls = self.cls_token + self.pos_embed[:, :1] if self.dims.pos_cols else self.cls_token
+        return torch.cat([cls.to(x.dtype).expand(x.shape[0], -1, -1), x], dim=1)
+
+    def pooled(self, x: Tensor) -> Tensor:
+        """Last block's output (batch, 1 + L, D) -> ``norm`` of the mean patch token (batch,
+        D): the official fine-tuned ViT's global pooling (``norm`` holds its ``fc_norm``)."""
+        return self.norm(x[:, 1:].mean(dim=1))
 
     def run_blocks(self, x: Tensor, key_padding_mask: Optional[Tensor] = None) -> Iterator[Tensor]:
         """Outputs of every block (before ``norm``), one at a time."""
@@ -537,7 +564,10 @@ def load_encoder(path: str = "", variant: str = "tiny", seed: int = 0, mel_stats
       "dims": {...}, "state_dict": {frontend.*, encoder.*}}``;
     - a state dict of ours (``MaskSpecMAE`` / ``MaskSpecClassifier``; other keys dropped);
     - an official MaskSpec pretraining checkpoint (``{"model": state_dict, ...}`` with
-      ``models_mae`` key names), converted by :func:`checkpoint_filter_fn`. Its ``args``
+      ``models_mae`` key names), or an official fine-tuned one (``models_vit`` keys with
+      ``fc_norm`` / ``head``, e.g. the published AudioSet tagger): its learned position
+      table and 527-class head are kept (``dims.pos_cols``, ``dims.n_classes``); both
+      converted by :func:`checkpoint_filter_fn`. Its ``args``
       (an ``argparse.Namespace``) and other pickled objects are read inertly (``read_weights``).
 
     ``variant`` and ``seed`` apply to ``path=""`` only (a file carries its own sizes).
@@ -590,6 +620,9 @@ def load_encoder(path: str = "", variant: str = "tiny", seed: int = 0, mel_stats
             stats = _chosen_mel_stats(mel_stats, official=True)
         dims = sizes_of(infer_dims, sd, path, obj, "a MaskSpec checkpoint")
         desc = f"maskspec ({path})"
+        if dims.n_classes:
+            desc += (f"; fine-tuned: {dims.n_classes}-class head, learned {dims.n_mels // dims.patch}"
+                     f" x {dims.pos_cols} position table")
     sd = {k: v for k, v in sd.items() if k.startswith(("encoder.", "frontend."))}
     if stats is not None:
         _check_n_mels(stats, dims.n_mels)
@@ -629,4 +662,4 @@ def _check_n_mels(stats: Tuple[str, Tuple[Tensor, Tensor]], n_mels: int) -> None
 # The official formats (key conversion, AudioSet statistics, sizes from a state dict) live in
 # maskspec_official; importable from here as before.
 from .maskspec_official import (audioset_mel_stats, checkpoint_filter_fn, infer_dims,  # noqa: E402,F401
-                                is_official_state_dict, read_mel_stats)
+                                is_finetuned, is_official_state_dict, read_mel_stats)

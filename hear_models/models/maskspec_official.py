@@ -11,8 +11,10 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from ..layers import split_qkv
-from .maskspec import PATCH, MaskSpecDims, sincos_2d
+import torch.nn.functional as F
+
+from ..layers import last, split_qkv
+from .maskspec import PATCH, MaskSpecDims, MaskSpecFrameEncoder, sincos_2d
 
 
 # -- official checkpoints ---------------------------------------------------------------------
@@ -26,17 +28,26 @@ def is_official_state_dict(sd: Mapping[str, Tensor]) -> bool:
     return any(k.endswith("attn.qkv.weight") for k in sd)
 
 
+def is_finetuned(sd: Mapping[str, Tensor]) -> bool:
+    """An official fine-tuned ViT (``models_vit``: ``head`` / ``fc_norm`` keys)."""
+    return any(k.startswith(("head.", "fc_norm.")) for k in sd)
+
+
 def checkpoint_filter_fn(state_dict: Mapping[str, Tensor],
                          mel_stats: Optional[Tuple[Tensor, Tensor]] = None) -> Dict[str, Tensor]:
-    """Convert an official MaskSpec (``models_mae.MaskedAutoencoderViT``) state dict to ours.
+    """Convert an official MaskSpec state dict to ours: a pretraining checkpoint
+    (``models_mae.MaskedAutoencoderViT``) or a fine-tuned one (``models_vit.VisionTransformer``
+    with ``global_pool``, e.g. the published AudioSet tagger).
 
-    Official keys (timm ``PatchEmbed`` / ``Block``): ``patch_embed.proj``, ``cls_token``,
-    ``pos_embed`` (fixed sin-cos, checked and dropped), ``blocks.i.{norm1, attn.qkv,
-    attn.proj, norm2, mlp.fc1, mlp.fc2}``, ``norm``; decoder ``decoder_embed``,
-    ``mask_token``, ``decoder_pos_embed`` (checked and dropped), ``decoder_blocks.i.*``,
-    ``decoder_norm``, ``decoder_pred``. ``attn.qkv`` (3D, D) splits into our ``query``,
-    ``key``, ``value``. A fine-tuned ViT (``head``, ``fc_norm``, trained ``pos_embed``) is
-    refused: its position table is learned, ours is fixed.
+    Shared keys (timm ``PatchEmbed`` / ``Block``): ``patch_embed.proj``, ``cls_token``,
+    ``blocks.i.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}``; ``attn.qkv`` (3D, D)
+    splits into our ``query``, ``key``, ``value``; ``mel.*`` (front-end buffers) is dropped.
+
+    - pretraining: ``pos_embed`` (fixed sin-cos, checked and dropped), ``norm``; decoder
+      ``decoder_embed``, ``mask_token``, ``decoder_pos_embed`` (checked and dropped),
+      ``decoder_blocks.i.*``, ``decoder_norm``, ``decoder_pred``.
+    - fine-tuned (:func:`finetuned_filter`): ``pos_embed`` (trained: kept), ``fc_norm``,
+      ``head``; no ``norm`` (``global_pool`` deletes it), no decoder.
 
     Parameters
     ----------
@@ -47,10 +58,8 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Tensor],
     sd = dict(state_dict)
     if "model" in sd and isinstance(sd["model"], Mapping):
         sd = dict(sd["model"])
-    if any(k.startswith(("head.", "fc_norm.")) for k in sd):
-        raise ValueError("this is a fine-tuned MaskSpec ViT (head / fc_norm keys): its position "
-                         "embeddings were trained, our encoder's are fixed sin-cos; convert a "
-                         "pretrained (models_mae) checkpoint instead")
+    if is_finetuned(sd):
+        return finetuned_filter(sd, mel_stats)
     out: Dict[str, Tensor] = {}
     for key in ("pos_embed", "decoder_pos_embed"):
         if key in sd:
@@ -63,10 +72,40 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Tensor],
                     or table[0].abs().max() > 1e-6:
                 raise ValueError(f"{key} is not MAE's fixed 2-D sin-cos table of a {h} x {w} grid; "
                                  "learned position embeddings are not supported")
+    out.update(_convert_encoder(sd, decoder=True))
+    return _with_stats(out, mel_stats)
+
+
+def finetuned_filter(sd: Mapping[str, Tensor], mel_stats: Optional[Tuple[Tensor, Tensor]] = None
+                     ) -> Dict[str, Tensor]:
+    """The fine-tuned ``models_vit`` ViT (``global_pool=True``) -> our encoder with a learned
+    position table and a head: ``pos_embed`` (1, 1 + 8 w, D) -> ``encoder.pos_embed`` as is,
+    ``fc_norm`` -> ``encoder.norm`` (the one LayerNorm after the blocks: the official model
+    applies it to the mean patch token), ``head`` -> ``encoder.head``."""
+    sd = dict(sd)
+    if "norm.weight" in sd or "fc_norm.weight" not in sd:
+        raise ValueError("head / fc_norm keys with a final 'norm' or without 'fc_norm': not the "
+                         "fine-tuned MaskSpec ViT with global pooling (fc_norm + head, the "
+                         "official default); CLS-pooled (--cls_token) or mixed files are not supported")
+    table = sd.pop("pos_embed", None)
+    if table is None or table.dim() != 3 or table.shape[0] != 1 or (table.shape[1] - 1) % (128 // PATCH):
+        raise ValueError("pos_embed missing or not (1, 1 + 8 x columns, width): the learned "
+                         "position table of a 128-bin fine-tuned ViT"
+                         + ("" if table is None else f" (found {tuple(table.shape)})"))
+    out = {"encoder.pos_embed": table}
+    for k in [k for k in sd if k.startswith(("fc_norm.", "head."))]:
+        ours = "encoder.norm." + k[len("fc_norm."):] if k.startswith("fc_norm.") else "encoder." + k
+        out[ours] = sd.pop(k)
+    out.update(_convert_encoder(sd, decoder=False))
+    return _with_stats(out, mel_stats)
+
+
+def _convert_encoder(sd: Mapping[str, Tensor], decoder: bool) -> Dict[str, Tensor]:
+    out: Dict[str, Tensor] = {}
     for k, v in sd.items():
         prefix = None
         for official, ours in (("blocks.", "encoder.blocks."), ("decoder_blocks.", "decoder_blocks.")):
-            if k.startswith(official):
+            if k.startswith(official) and (decoder or official == "blocks."):
                 prefix = (official, ours)
         if prefix is not None:
             i, rest = k[len(prefix[0]):].split(".", 1)
@@ -83,12 +122,17 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Tensor],
             out[base + rest] = v
         elif k.startswith(("patch_embed.", "cls_token", "norm.")):
             out["encoder." + k] = v
-        elif k.startswith(("decoder_embed.", "mask_token", "decoder_norm.", "decoder_pred.")):
+        elif decoder and k.startswith(("decoder_embed.", "mask_token", "decoder_norm.", "decoder_pred.")):
             out[k] = v
         elif k.startswith("mel.") or k in ("frame_mean", "frame_std"):
             continue  # the front end has no weights (non-persistent buffers)
         else:
-            raise ValueError(f"unexpected key in an official MaskSpec checkpoint: {k}")
+            what = "" if decoder else " (fine-tuned)"
+            raise ValueError(f"unexpected key in an official MaskSpec{what} checkpoint: {k}")
+    return out
+
+
+def _with_stats(out: Dict[str, Tensor], mel_stats: Optional[Tuple[Tensor, Tensor]]) -> Dict[str, Tensor]:
     n_mels = 128
     mean, std = (torch.zeros(n_mels), torch.ones(n_mels)) if mel_stats is None else \
         (torch.as_tensor(mel_stats[0]).float(), torch.as_tensor(mel_stats[1]).float())
@@ -178,7 +222,76 @@ def infer_dims(sd: Mapping[str, Tensor]) -> MaskSpecDims:
     hidden = _most_common([v.shape[0] for k, v in sd.items()
                            if k.startswith("encoder.blocks.") and k.endswith(".mlp.0.weight")])
     kw = dict(width=D, layers=layers, heads=heads, mlp_ratio=hidden / D)
+    if "encoder.pos_embed" in sd:
+        kw["pos_cols"] = (sd["encoder.pos_embed"].shape[1] - 1) // (128 // PATCH)
+    if "encoder.head.weight" in sd:
+        kw["n_classes"] = sd["encoder.head.weight"].shape[0]
     if "decoder_embed.weight" in sd:
         kw["decoder_width"] = sd["decoder_embed.weight"].shape[0]
         kw["decoder_layers"] = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("decoder_blocks."))
     return MaskSpecDims(**kw)
+
+
+# -- the fine-tuned model's head in the HEAR frame encoder --------------------------------------
+HEAD_OUTPUTS = ("logits", "repr", "both")
+
+
+class MaskSpecTaggingFrameEncoder(MaskSpecFrameEncoder):
+    """:class:`MaskSpecFrameEncoder` whose windows also yield the fine-tuned ViT's output as
+    a summary (appended to the scene embedding by :class:`~hear_models.hear_api.HearModel`).
+
+    The summary of a window is computed as the official inference does: the audio zero-padded
+    to the full 9.92 s window (the official ``test.py`` / evaluation pad clips to 10 s with
+    zeros; the 8 frames past 9.92 s fall outside the 62 patch columns), unshifted, its 8 x 62
+    patch tokens from the last block averaged, ``norm`` (the official ``fc_norm``) -> the
+    pooled representation ("repr", width D), ``head`` -> the logits ("logits", n_classes,
+    before the sigmoid). A full window in the unshifted pass (scene embeddings) reuses the
+    frames' own pass; shorter ones take one more pass on the padded copy, so the frames
+    themselves never see the padding.
+    """
+
+    def __init__(self, frontend, encoder, head_output: str = "logits", **options):
+        super().__init__(frontend, encoder, **options)
+        n_classes, D = encoder.dims.n_classes, encoder.dims.width
+        if not n_classes:
+            raise ValueError("this MaskSpec encoder has no tagging head (not a fine-tuned file)")
+        sizes = {"logits": n_classes, "repr": D, "both": D + n_classes}
+        if head_output not in sizes:
+            raise ValueError(f"head_output={head_output!r}: expected one of {HEAD_OUTPUTS}")
+        self.head_output = head_output
+        self.summary_size = sizes[head_output]
+
+    def summary(self, last_block: Tensor) -> Tensor:
+        """Last block's output (batch, 1 + 8 x 62, D) -> (batch, summary_size)."""
+        rep = self.encoder.pooled(last_block)
+        parts = {"repr": [rep], "logits": [self.encoder.head(rep)]}
+        return torch.cat(parts["repr"] + parts["logits"] if self.head_output == "both"
+                         else parts[self.head_output], dim=-1)
+
+    def padded_last_block(self, audio: Tensor) -> Tensor:
+        """audio (B, n <= window) zero-padded to the window -> last block (B, 1 + 8 x 62, D)."""
+        if audio.shape[1] > self.window_samples:
+            raise ValueError(f"{audio.shape[1]} samples: the head reads windows of at most {self.window_samples}")
+        mel = self.frontend(F.pad(audio, (0, self.window_samples - audio.shape[1])))
+        tokens, _ = self.encoder.tokens(mel)
+        return last(self.encoder.run_blocks(self.encoder.with_cls(tokens)))
+
+    def forward_with_summary(self, audio: Tensor):
+        """audio (B, n_samples) -> frames as ``forward``, summary (B, summary_size)."""
+        if self.shifts != 1 or audio.shape[1] != self.window_samples:
+            return self(audio), self.summary(self.padded_last_block(audio))
+        final = []
+
+        def tap(hidden):
+            for x in hidden:
+                final[:] = [x]
+                yield x
+
+        hidden, grid, B, K = self._grids(audio)
+        stream = tap(hidden)
+        out = self.layers.reduce(stream)
+        for _ in stream:  # the head needs the last block
+            pass
+        if self.final:
+            out = self.encoder.norm(out)
+        return self._frames(out, grid, B, K), self.summary(final[0])
