@@ -269,3 +269,9 @@ register(ModelSpec(
     description="DOWNLOADS the official MaskSpec base (masked-spectrogram pretraining on AudioSet; official "
                 "AudioSet mel statistics), final block + LayerNorm, 768-d every 40 ms",
 ))
+register(ModelSpec(
+    "maskspec_base_audioset", "hear_models.maskspec", "release:maskspec_base_audioset", downloads=True,
+    description="DOWNLOADS the official MaskSpec base fine-tuned on AudioSet (learned positions, 527-class "
+                "head; official AudioSet mel statistics), final block + fc_norm, 768-d every 40 ms; scene: mean "
+                "+ the head's 527 AudioSet logits (1295-d)",
+))
