@@ -337,3 +337,23 @@ def test_registered_whisper_at_downloads_backbone_and_head(server, monkeypatch, 
     assert sorted(p.name for p in cache.glob("*.pth")) == ["tiny.en_ori.pth"]
     assert (cache / "tiny.en.pt").read_bytes() == backbone
     assert read_record(cache / "tiny.en.pt")["sha256"] == digest
+
+
+def test_registered_maskspec_downloads_from_google_drive(server):
+    """``maskspec_base_audioset`` end to end through Google Drive's confirmation page: an
+    official-format fine-tuned file (small, seeded random) is downloaded on first use and
+    its 527 logits end the scene embedding."""
+    from hear_models import create_model
+
+    from .test_maskspec_official import finetuned_state_dict, save_official
+
+    folder = get_release("maskspec_base_audioset").path().parent
+    folder.mkdir(parents=True, exist_ok=True)
+    save_official(folder / "upload.pth", finetuned_state_dict())
+    server.drive["1TwP9JMq6EViaSXAhpNMuQW56RIbk-v-v"] = (folder / "upload.pth").read_bytes()
+    (folder / "upload.pth").unlink()
+    model = create_model("maskspec_base_audioset", precision="fp32")
+    scene = model.scene_embeddings(noise(1, 2.0, 32000))
+    width = model.encoder.encoder.dims.width
+    assert scene.shape == (1, width + 527) and torch.isfinite(scene).all()
+    assert [entry[0] for entry in server.log] == ["/uc", "/download"]
