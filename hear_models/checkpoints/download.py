@@ -262,7 +262,8 @@ def verify_record(path: Path, rec: dict, again: str) -> None:
         The file is not what was recorded; ``again`` says how to download it again.
     """
     size = Path(path).stat().st_size
-    when = f"recorded {rec.get('how', '')} {rec.get('recorded', '')}".rstrip()
+    first = "at the first download" if rec.get("how") == "downloaded" else "when first found in the cache"
+    when = f"recorded {first} ({rec.get('recorded', '?')})"
     if size != rec["size"]:
         raise ChecksumError(f"{path}: {size:,} bytes, but {rec['size']:,} were {when}: the file "
                             f"changed since; {again}")
