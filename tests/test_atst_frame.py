@@ -371,3 +371,27 @@ def test_memory_budget_sub_batches_agree(official):
     assert_close_to_scale(a, b)
     assert_close_to_scale(atst_frame.get_scene_embeddings(audio, small_budget),
                           atst_frame.get_scene_embeddings(audio, model))
+
+
+@pytest.mark.parametrize("seconds", [1.07, 1.98, 4.0])
+def test_timestamps_as_the_validator(official, seconds):
+    from .test_contract import check_timestamps
+
+    _, _, model = official
+    audio = noise(2, seconds, 16000, seed=9)
+    emb, ts = atst_frame.get_timestamp_embeddings(audio, model)
+    assert emb.shape[:2] == ts.shape and torch.isfinite(emb).all()
+    check_timestamps(ts.numpy(), seconds)
+
+
+def test_frame_encoder_on_audio_and_layer_outputs(official):
+    """The frame encoder's audio path (probes) = the HEAR path on a clip under 10 s; the
+    per-block outputs are the slices of the concatenation."""
+    _, _, model = official
+    audio = noise(2, 3.0, 16000, seed=10) * 0.3
+    emb, _ = atst_frame.get_timestamp_embeddings(audio, model)
+    with torch.no_grad():
+        assert_close_to_scale(model.encoder(audio), emb)
+    layers, _ = model.layer_timestamp_embeddings(audio)
+    assert len(layers) == DEPTH
+    assert_close_to_scale(torch.cat(layers, -1), emb)
