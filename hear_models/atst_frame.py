@@ -27,6 +27,11 @@ Where we differ (docs/models.md):
   exactly, later tokens sit one mel frame per chunk earlier than the official ones;
 - timestamps are each token's centre, 40 ms x k + 15 ms (the official ones are 15 ms
   earlier, the start of the token's first mel frame's hop);
+- officially a clip has ``(1 + n // 160) // 4`` tokens and its last 1-3 mel frames are
+  dropped, leaving up to 55 ms of its end without a frame; when they hold a further token's
+  centre we add that token (its missing frames silent, the clip's dB floor), so the last
+  frame is within 40 ms of the end (HEAR's rule); that chunk's other tokens then differ
+  slightly from the official ones;
 - a trailing chunk of under 4 mel frames has no token: officially it still counts in the
   scene mean as a zero vector; we leave it out;
 - clips shorter than 40 ms are refused (officially: under 513 samples the STFT fails, up
