@@ -395,3 +395,11 @@ def test_frame_encoder_on_audio_and_layer_outputs(official):
     layers, _ = model.layer_timestamp_embeddings(audio)
     assert len(layers) == DEPTH
     assert_close_to_scale(torch.cat(layers, -1), emb)
+
+
+def test_a_lightning_file_without_the_encoder_names_what_it_holds(official, tmp_path):
+    ref, _, _ = official
+    sd = {f"encoder.encoder.{k}": v for k, v in ref.state_dict().items()}  # a fine-tuned wrapper
+    torch.save({"state_dict": sd}, tmp_path / "ft.ckpt")
+    with pytest.raises(CheckpointError, match=r"ft\.ckpt: .*no 'model\.teacher\.encoder\.\*' keys.*encoder\.encoder\."):
+        atst_frame.load_model(str(tmp_path / "ft.ckpt"))

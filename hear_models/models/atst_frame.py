@@ -208,8 +208,9 @@ def official_encoder_state(obj: Mapping, path: str, which: str = "teacher") -> T
         sd = {k[len(prefix):]: v for k, v in obj["state_dict"].items()
               if isinstance(k, str) and k.startswith(prefix)}
         if not sd:
+            seen = sorted({".".join(str(k).split(".")[:3]) for k in obj["state_dict"]})[:6]
             raise CheckpointError(f"{path}: not an ATST-Frame checkpoint: no '{prefix}*' keys in its "
-                                  f"state_dict (it is {identify(obj)[1]})")
+                                  f"state_dict (its keys start {seen}; it is {identify(obj)[1]})")
         hp = _hparams(obj)
         bad = {k: hp[k] for k, v in _REQUIRED_HPARAMS.items() if k in hp and hp[k] != v}
         if bad:
