@@ -182,11 +182,9 @@ def infer_dims(sd: Mapping[str, Tensor]) -> ATSTFrameDims:
 
 
 def _hparams(obj: Mapping) -> dict:
+    """Lightning stores ``dict(model.hparams)``: a plain dict."""
     hp = obj.get("hyper_parameters")
-    if isinstance(hp, _MappingABC):
-        return dict(hp)
-    state = getattr(hp, "state", None)  # a Lightning AttributeDict read as a placeholder
-    return dict(state) if isinstance(state, _MappingABC) else {}
+    return dict(hp) if isinstance(hp, _MappingABC) else {}
 
 
 # the training arguments an encoder of this file depends on, and the only values the
