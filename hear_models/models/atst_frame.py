@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping as _MappingABC
 from dataclasses import dataclass
-from typing import ClassVar, Dict, Iterator, Mapping, Optional, Sequence, Tuple, Union
+from typing import ClassVar, Dict, Iterator, Mapping, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
