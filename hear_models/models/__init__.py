@@ -85,7 +85,7 @@ def read_weights(path: str) -> Any:
 # training objective -> the family of its weights (training/objectives.py names them)
 _OBJECTIVE_FAMILY = {"maskspec": "maskspec", "atst": "atst", "conformer": "conformer",
                      "whisper_at": "whisper-at heads"}
-FAMILY_NAMES = {"maskspec": "MaskSpec", "atst": "ATST", "conformer": "Conformer SSL",
+FAMILY_NAMES = {"maskspec": "MaskSpec", "atst": "ATST", "atst_frame": "ATST-Frame", "conformer": "Conformer SSL",
                 "whisper": "Whisper", "whisper-at heads": "Whisper-AT tagging heads"}
 
 
@@ -126,6 +126,8 @@ def identify(obj: Any) -> "tuple[Optional[str], str]":
     def has(name):
         return any(k == name or k.endswith("." + name) for k in keys)
 
+    if has("patch_embed.patch_embed.weight") and has("norm_frame.weight"):
+        return "atst_frame", "an official ATST-Frame (audiossl) checkpoint"
     if has("patch_embed.patch_embed.weight"):
         return "atst", "an official ATST (audiossl) checkpoint"
     if has("attn.qkv.weight") and (has("decoder_embed.weight") or has("mask_token")):
