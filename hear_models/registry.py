@@ -265,6 +265,18 @@ for _size, _width in (("small", 384), ("base", 768)):
                     f"concatenated every 40 ms ({12 * _width}-d)",
     ))
 register(ModelSpec(
+    "atst_frame_standin", "hear_models.atst_frame", "", options={"variant": "tiny"},
+    description="TEST STAND-IN, NOT PRETRAINED: the ATST-Frame pipeline with a tiny RANDOM encoder (96 wide, "
+                "2 blocks), 2 blocks concatenated every 40 ms (192-d); the offline twin of atst_frame_small/base",
+))
+for _size, _width in (("small", 384), ("base", 768)):
+    register(ModelSpec(
+        f"atst_frame_{_size}", "hear_models.atst_frame", f"release:atst_frame_{_size}", downloads=True,
+        description=f"DOWNLOADS the official ATST-Frame {_size} (audiossl, AudioSet): 12 blocks (norm_frame) "
+                    f"concatenated every 40 ms ({12 * _width}-d), 10 s chunks of the whole clip's log-mel; "
+                    f"scene: mean over chunks of the token mean ({12 * _width}-d)",
+    ))
+register(ModelSpec(
     "maskspec_base_pretrained", "hear_models.maskspec", "release:maskspec_base_pretrained", downloads=True,
     description="DOWNLOADS the official MaskSpec base (masked-spectrogram pretraining on AudioSet; official "
                 "AudioSet mel statistics), final block + LayerNorm, 768-d every 40 ms",

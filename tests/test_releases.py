@@ -357,3 +357,21 @@ def test_registered_maskspec_downloads_from_google_drive(server):
     width = model.encoder.encoder.dims.width
     assert scene.shape == (1, width + 527) and torch.isfinite(scene).all()
     assert [entry[0] for entry in server.log] == ["/uc", "/download"]
+
+
+def test_registered_atst_frame_downloads_from_google_drive(server):
+    """``atst_frame_small`` end to end: an official-layout Lightning checkpoint (tiny,
+    seeded random) served behind Drive's confirmation form, loaded by the ATST-Frame model."""
+    from hear_models import create_model
+
+    from .test_atst_frame import DEPTH, random_reference, write_lightning
+
+    folder = get_release("atst_frame_small").path().parent
+    folder.mkdir(parents=True, exist_ok=True)
+    write_lightning(folder / "upload.ckpt", random_reference())
+    server.drive["1xZoOTuxV415icYONYbeFQzgrmJQf4a4B"] = (folder / "upload.ckpt").read_bytes()
+    (folder / "upload.ckpt").unlink()
+    model = create_model("atst_frame_small", precision="fp32")
+    emb, ts = model.timestamp_embeddings(noise(1, 1.0, 16000))
+    assert emb.shape[-1] == DEPTH * model.encoder.encoder.dims.width and torch.isfinite(emb).all()
+    assert [entry[0] for entry in server.log] == ["/uc", "/download"]

@@ -279,6 +279,10 @@ class ATSTFrameEncoderFrames(FrameEncoder):
     first_center_samples = TOKEN_CENTER
     min_samples = TOKEN_HOP  # 40 ms: one token (5 mel frames)
     window_samples = CHUNK_FRAMES * MEL_HOP  # 160000 = 10 s = 250 tokens
+    # the mel is of the whole clip (as the official code): a chunk's last token reads mel
+    # frames whose STFT windows reach into the next chunk's audio, so it is the one token
+    # that differs from a clip cut at the chunk's end
+    boundary_tokens = 1
 
     def __init__(self, frontend: ATSTFrontend, encoder: ATSTFrameEncoder,
                  layers: Union[str, int, Sequence[int]] = "all", combine: str = "concat"):
