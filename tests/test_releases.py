@@ -375,3 +375,26 @@ def test_registered_atst_frame_downloads_from_google_drive(server):
     emb, ts = model.timestamp_embeddings(noise(1, 1.0, 16000))
     assert emb.shape[-1] == DEPTH * model.encoder.encoder.dims.width and torch.isfinite(emb).all()
     assert [entry[0] for entry in server.log] == ["/uc", "/download"]
+
+
+def test_concurrent_fetches_download_once(server):
+    """Two fetches of the same file at once (parallel jobs sharing a cache): one download,
+    both get the complete file."""
+    data = payload(400_000, seed=8)
+    server.files["/f.bin"] = data
+    r = release(["https://example.org/f.bin"])
+    results, errors = [], []
+
+    def run():
+        try:
+            results.append(fetch(r, progress=False).read_bytes())
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and results == [data] * 3
+    assert [entry[0] for entry in server.log] == ["/f.bin"]  # downloaded once

@@ -21,6 +21,7 @@ A file put there by hand is used the same way (its size and sha256 are recorded 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,11 +182,36 @@ def fetch(name_or_release, progress: bool = True, force: bool = False,
     DownloadError
         No URL could be downloaded; the message names the URL(s), the reason and where to
         put the file by hand.
+
+    Two processes fetching the same file (parallel jobs sharing a cache) do not both
+    download it: the second waits on a lock beside the file, then finds it complete.
     ChecksumError
         The cached file differs from its record (or from the published sha256).
     """
     r = name_or_release if isinstance(name_or_release, Release) else get_release(name_or_release)
     dest = r.path(root)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive(dest):  # one process at a time per file: a second one waits, then finds it
+        return _fetch_locked(r, dest, progress, force)
+
+
+@contextlib.contextmanager
+def _exclusive(dest: Path):
+    """An exclusive lock on ``<file>.lock`` (POSIX ``flock``; elsewhere, no lock)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(dest.with_name(dest.name + ".lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _fetch_locked(r: Release, dest: Path, progress: bool, force: bool) -> Path:
     again = f"delete it or run `hear-models weights fetch --force {r.name}` to download it again"
     if force:
         for p in [dest, record_path(dest)] + [part_path(dest, u) for u in r.urls]:
