@@ -45,7 +45,7 @@ from torch import Tensor, nn
 
 from ..frontends import LogMel
 from ..hear_api import FrameEncoder, LayerSelector
-from ..layers import LayerNorm, ResidualAttentionBlock, split_qkv
+from ..layers import LayerNorm, ResidualAttentionBlock, last, split_qkv
 from . import Dims, LoadedEncoder, check_fit, identify, read_checkpoint
 from .atst import _BLOCK_MAP, ATSTFrontend, TokenEmbed, count_parameters, init_atst_weights, n_tokens  # noqa: F401
 
@@ -117,10 +117,7 @@ class ATSTFrameEncoder(nn.Module):
 
     def forward(self, mel: Tensor) -> Tensor:
         """mel (B, 64, F) -> the last block's normalised tokens (B, F // 4, D)."""
-        out = None
-        for out in self.normed_blocks(mel):
-            pass
-        return out
+        return last(self.normed_blocks(mel))
 
 
 # -- official checkpoints ---------------------------------------------------------------------
