@@ -67,16 +67,16 @@ def weights_path(name: str) -> Path:
         return fetch(name)  # a release by its own name
     spec = registry.get_spec(name)
     w = spec.weights
-    for release in needed_releases(name):  # fetch what the model needs (its head, too)
-        fetch(release)
+    # what the model needs (a Whisper-AT head too), downloaded and verified once each
+    fetched = {r.name: fetch(r) for r in needed_releases(name)}
     if spec.module == "hear_models.gura":
         return _gura_file(name, w)
     if w.startswith(PACKAGED_PREFIX):
         return packaged_weights(w[len(PACKAGED_PREFIX):])
     if w.startswith(RELEASE_PREFIX):
-        return fetch(w[len(RELEASE_PREFIX):])
+        return fetched[w[len(RELEASE_PREFIX):]]
     if spec.module == "hear_models.whisper_at" and _openai_name(w):
-        return fetch(whisper_release(w))  # openai's own .pt, as downloaded
+        return fetched[whisper_release(w).name]  # openai's own .pt, as downloaded
     if spec.module == "hear_models.whisper_at":
         return _whisper_file(name, w)
     if w and Path(w).expanduser().is_file():
