@@ -65,7 +65,7 @@ def _load(name: str, weights: Optional[str], options: dict):
 def cmd_list(args) -> int:
     for name in registry.list_models():
         spec = registry.get_spec(name)
-        print(f"{name:24s} {spec.module:28s} {spec.description}")
+        print(f"{name:30s} {spec.module:24s} {spec.description}")
     return 0
 
 
