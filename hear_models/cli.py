@@ -3,7 +3,7 @@
     hear-models list
     hear-models embed FILE... [--model NAME|MODULE] [--weights PATH] [--out DIR] [-v]
     hear-models validate NAME|MODULE [--weights PATH]
-    hear-models tag AUDIO... [--whisper PATH] [--head PATH] [--at-time-res 10] [--top-k 5]
+    hear-models tag AUDIO... [--model NAME | --whisper PATH] [--head PATH] [--at-time-res 10] [--top-k 5]
     hear-models weights path NAME            a local weights file of a registered model or release
                                              (for heareval's --model, hear-validator's -m)
     hear-models weights list [--json]        the official releases: URL, size, sha256, cached or not
@@ -226,8 +226,17 @@ def _check_tag_options(args) -> None:
     if not 0.0 <= args.threshold <= 1.0:
         raise ValueError(f"--threshold {args.threshold}: a probability, between 0 and 1")
     check_at_time_res(args.at_time_res)
+    if args.model is not None:  # a registered Whisper (official Whisper-AT rows: backbone + head)
+        spec = registry.get_spec(args.model)
+        if spec.module != "hear_models.whisper_at":
+            raise ValueError(f"--model {args.model}: not a Whisper model ({spec.module}); tag takes the "
+                             "whisper_* and whisper_at_* rows of hear-models list")
+        args.whisper = spec.weights if args.whisper is None else args.whisper
+        args.head = spec.options.get("head") if args.head is None else args.head
+    args.whisper = "" if args.whisper is None else args.whisper
     for option, value in (("--head", args.head), ("--labels", args.labels)):
-        if value is not None and value.lower() != "none" and not Path(value).is_file():
+        if value is not None and value.lower() != "none" and not value.startswith("release:") \
+                and not Path(value).is_file():
             raise FileNotFoundError(f"{option} {value}: no such file")
     if args.out is not None:
         check_out_dir(str(Path(args.out).parent or "."))
@@ -261,8 +270,9 @@ def cmd_tag(args) -> int:
     head = load_head(head_path, labels=args.labels) if head_path else None
     if head is None:
         print("note: no tagging head (--head PATH): transcribing only. Audio tags need a "
-              "trained Whisper-AT head: train one with `hear-models train` (tagging config) or "
-              "use an official {size}_ori.pth / {size}_low.pth file.", file=sys.stderr)
+              "trained Whisper-AT head: train one with `hear-models train` (tagging config), give "
+              "an official {size}_ori.pth / {size}_low.pth file, or --model whisper_at_{size}_tltr "
+              "(downloads the official backbone and head).", file=sys.stderr)
     results = {}
     for f in args.files:
         with warnings.catch_warnings():
@@ -385,9 +395,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("tag", help="Whisper transcription + Whisper-AT sound tags from one encoder pass")
     s.add_argument("files", nargs="+")
-    s.add_argument("--whisper", default="", help="Whisper weights (load_whisper source; default offline base)")
-    s.add_argument("--head", default=None, help="tagging head file (ours or official *_ori.pth / *_low.pth); default: the "
-                   "packaged head for the offline base backbone; 'none': no tags")
+    s.add_argument("--model", default=None, help="a registered Whisper: whisper_base, or an official Whisper-AT "
+                   "row (whisper_at_large_v2_tltr, ...: its openai backbone and head, downloaded on first use)")
+    s.add_argument("--whisper", default=None, help="Whisper weights (load_whisper source; default offline base)")
+    s.add_argument("--head", default=None, help="tagging head file (ours or official *_ori.pth / *_low.pth, or "
+                   "release:NAME); default: the --model's head, or the packaged head for the offline base "
+                   "backbone; 'none': no tags")
     s.add_argument("--labels", default=None, help="CSV of label names overriding the head's")
     s.add_argument("--at-time-res", type=float, default=10.0, help="seconds per tag window (multiple of 0.4)")
     s.add_argument("--top-k", type=int, default=5, help="at most this many labels per window (default 5)")

@@ -306,7 +306,7 @@ def test_registered_atst_downloads_on_first_use(server, capsys):
         create_model("atst_small")
 
 
-def test_registered_whisper_at_downloads_backbone_and_head(server, monkeypatch, tmp_path):
+def test_registered_whisper_at_downloads_backbone_and_head(server, monkeypatch, tmp_path, capsys):
     """``whisper_at_tiny_en_tltr``: the openai backbone (checked against the sha256 its URL
     carries) and the official TL-Tr head, both downloaded on first use into
     openai-whisper's cache; the scene embedding ends with the head's 527 logits."""
@@ -333,6 +333,14 @@ def test_registered_whisper_at_downloads_backbone_and_head(server, monkeypatch, 
     model = create_model("whisper_at_tiny_en_tltr", precision="fp32")
     scene = model.scene_embeddings(noise(1, 2.0, 16000))
     assert scene.shape == (1, 384 + 527)
+    # `tag --model`: the row's backbone and head, AudioSet's label names
+    import soundfile as sf
+
+    sf.write(tmp_path / "a.wav", noise(1, 2.0, 16000)[0].numpy(), 16000)
+    assert main(["tag", str(tmp_path / "a.wav"), "--model", "whisper_at_tiny_en_tltr", "--no-text", "--json",
+                 "--top-k", "3"]) == 0
+    tags = json.loads(capsys.readouterr().out)[str(tmp_path / "a.wav")]["audio_tag"]
+    assert len(tags) == 1 and len(tags[0]["labels"]) == 3 and all(x["label"] for x in tags[0]["labels"])
     cache = tmp_path / "xdg" / "whisper"
     assert sorted(p.name for p in cache.glob("*.pth")) == ["tiny.en_ori.pth"]
     assert (cache / "tiny.en.pt").read_bytes() == backbone
