@@ -406,3 +406,16 @@ def test_concurrent_fetches_download_once(server):
         t.join()
     assert not errors and results == [data] * 3
     assert [entry[0] for entry in server.log] == ["/f.bin"]  # downloaded once
+
+
+def test_google_drive_download_resumes_after_its_confirmation_page(server):
+    """An interrupted Drive download resumes: the confirmation page is answered again and
+    the rest of the file asked for with a range."""
+    data = payload(300_000, seed=9)
+    server.drive["FILEID"] = data
+    server.cut["/drive"] = 100_000
+    r = release(["https://drive.google.com/uc?export=download&id=FILEID"])
+    with pytest.raises(DownloadError, match="interrupted after 100,000 of 300,000 bytes"):
+        fetch(r, progress=False)
+    assert fetch(r, progress=False).read_bytes() == data
+    assert server.log[-1][0] == "/download" and server.log[-1][2] == "bytes=100000-"
