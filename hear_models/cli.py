@@ -219,6 +219,7 @@ def cmd_validate(args) -> int:
 
 def _check_tag_options(args) -> None:
     """Options and files of ``tag``, before a model loads."""
+    from .checkpoints import RELEASE_PREFIX
     from .tagging import check_at_time_res
 
     if args.top_k < 1:
@@ -227,15 +228,15 @@ def _check_tag_options(args) -> None:
         raise ValueError(f"--threshold {args.threshold}: a probability, between 0 and 1")
     check_at_time_res(args.at_time_res)
     if args.model is not None:  # a registered Whisper (official Whisper-AT rows: backbone + head)
-        spec = registry.get_spec(args.model)
-        if spec.module != "hear_models.whisper_at":
-            raise ValueError(f"--model {args.model}: not a Whisper model ({spec.module}); tag takes the "
+        r = registry.resolve(args.model)
+        if r.module != "hear_models.whisper_at":
+            raise ValueError(f"--model {args.model}: not a Whisper model ({r.module}); tag takes the "
                              "whisper_* and whisper_at_* rows of hear-models list")
-        args.whisper = spec.weights if args.whisper is None else args.whisper
-        args.head = spec.options.get("head") if args.head is None else args.head
+        args.whisper = r.weights if args.whisper is None else args.whisper
+        args.head = r.options.get("head") if args.head is None else args.head
     args.whisper = "" if args.whisper is None else args.whisper
     for option, value in (("--head", args.head), ("--labels", args.labels)):
-        if value is not None and value.lower() != "none" and not value.startswith("release:") \
+        if value is not None and value.lower() != "none" and not value.startswith(RELEASE_PREFIX) \
                 and not Path(value).is_file():
             raise FileNotFoundError(f"{option} {value}: no such file")
     if args.out is not None:

@@ -27,14 +27,13 @@ pass them as heareval's ``--model-options`` (:func:`heareval_options` gives the 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Optional
 
 import torch
 
 from . import registry
-from .checkpoints import PACKAGED_PREFIX, CheckpointError, cache_dir, packaged_weights, sha256_file
+from .checkpoints import PACKAGED_PREFIX, CheckpointError, atomic_write, cache_dir, packaged_weights, sha256_file
 
 GURA_FORMAT = "hear-models-gura"
 WEIGHTS_FORMAT_VERSION = 1
@@ -106,17 +105,6 @@ def needed_releases(name: str) -> list:
     return out
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _recorded(path: Path) -> Optional[Path]:
     """``path`` if it exists with the sha256 recorded beside it; a file that no longer
     matches its record is removed (it is remade)."""
@@ -132,7 +120,7 @@ def _recorded(path: Path) -> Optional[Path]:
 
 def _record(path: Path) -> Path:
     digest = sha256_file(path)
-    _atomic_write(path.with_name(path.name + ".sha256"), lambda t: t.write_text(f"{digest}  {path.name}\n"))
+    atomic_write(path.with_name(path.name + ".sha256"), lambda t: t.write_text(f"{digest}  {path.name}\n"))
     return path
 
 
@@ -156,7 +144,7 @@ def _whisper_file(name: str, source: str) -> Path:
     ckpt = {"dims": asdict(model.dims), "model_state_dict": state,
             "hear_models": {"registry_name": name, "source": source or "offline:base",
                             "format_version": WEIGHTS_FORMAT_VERSION}}
-    _atomic_write(path, lambda t: torch.save(ckpt, t))
+    atomic_write(path, lambda t: torch.save(ckpt, t))
     return _record(path)
 
 
@@ -178,7 +166,7 @@ def _gura_file(name: str, weights: str) -> Path:
     path = weights_dir() / f"{name}.gura.json"
     text = json.dumps(info, indent=1, sort_keys=True) + "\n"
     if not (path.is_file() and path.read_text() == text):
-        _atomic_write(path, lambda t: t.write_text(text))
+        atomic_write(path, lambda t: t.write_text(text))
     return path
 
 

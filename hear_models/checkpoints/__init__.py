@@ -153,6 +153,8 @@ PACKAGED = {
                            "5fcd4194036bf35f5c534b3b76f3e2dda3cac0850bb7e1c980bc7c774e20f8b4"),
 }
 PACKAGED_PREFIX = "packaged:"
+# "release:<name>": an official release, downloaded on first use (checkpoints.releases)
+RELEASE_PREFIX = "release:"
 
 
 def packaged_weights(name: str) -> Path:
@@ -315,7 +317,7 @@ def torch_load_trusted_weights(path: PathLike, map_location: Union[str, torch.de
     path = os.fspath(path)
     if path.startswith(PACKAGED_PREFIX):
         path = os.fspath(packaged_weights(path[len(PACKAGED_PREFIX):]))
-    elif path.startswith("release:"):
+    elif path.startswith(RELEASE_PREFIX):
         from .releases import resolve_release_path
 
         path = resolve_release_path(path)
@@ -389,6 +391,20 @@ def torch_load_trusted_weights(path: PathLike, map_location: Union[str, torch.de
             f"{path}: corrupt or truncated checkpoint ({size} bytes), torch.load failed with "
             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         ) from e
+
+
+def atomic_write(path: Path, write) -> None:
+    """``write(tmp)`` to a temporary file beside ``path``, then rename it to ``path``: the
+    file is whole or absent, never half-written (the temporary file is removed on error)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def cache_dir() -> Path:

@@ -36,7 +36,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from . import ChecksumError, sha256_file
+from . import ChecksumError, atomic_write, sha256_file
 
 BASE_ENV = "HEAR_MODELS_DOWNLOAD_BASE"
 CHUNK = 1 << 20
@@ -247,9 +247,7 @@ def write_record(path: Path, source: str, how: str) -> dict:
     rec = {"file": path.name, "size": path.stat().st_size, "sha256": sha256_file(path),
            "source": source, "how": how,
            "recorded": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
-    tmp = record_path(path).with_name(record_path(path).name + f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(rec, indent=1) + "\n")
-    os.replace(tmp, record_path(path))
+    atomic_write(record_path(path), lambda tmp: tmp.write_text(json.dumps(rec, indent=1) + "\n"))
     return rec
 
 

@@ -28,12 +28,9 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from ..registry import LOW_DIM_SIZES, WHISPER_AT_SIZES, slug
-from . import ChecksumError, cache_dir, sha256_file
+from . import RELEASE_PREFIX, ChecksumError, cache_dir, sha256_file
 from .download import (DownloadError, download_file, drive_url, part_path, read_record, record_path,
                        verify_record, write_record)
-
-RELEASE_PREFIX = "release:"
-
 
 @dataclass(frozen=True)
 class Release:

@@ -127,6 +127,22 @@ class TokenEmbed(nn.Module):
         return self.proj(self.patches(mel))
 
 
+def atst_blocks(dims, drop_path: float = 0.0) -> nn.ModuleList:
+    """ATST's blocks (audiossl's ``Block``, shared by ATST-Frame): pre-LN, no qkv bias,
+    LayerNorm eps 1e-6, ``dims.mlp_ratio``; stochastic depth linear from 0 to ``drop_path``."""
+    dpr = [drop_path * i / max(dims.layers - 1, 1) for i in range(dims.layers)]
+    return nn.ModuleList([
+        ResidualAttentionBlock(dims.width, dims.heads, mlp_ratio=dims.mlp_ratio, qkv_bias=False,
+                               key_bias=False, ln_eps=1e-6, drop_path=p) for p in dpr])
+
+
+def check_token_count(K: int, max_tokens: int) -> None:
+    """A forward pass takes at most the position table's ``max_tokens`` tokens."""
+    if K > max_tokens:
+        raise ValueError(f"{K} tokens ({K * 40} ms): the position table holds {max_tokens}; cut the "
+                         "input into chunks")
+
+
 class ATSTEncoder(nn.Module):
     """The ATST Transformer: token embedding, CLS, learned cut positions, blocks, ``norm``."""
 
@@ -137,19 +153,14 @@ class ATSTEncoder(nn.Module):
         self.patch_embed = TokenEmbed(D, dims.n_mels, dims.token_frames)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, D))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + dims.max_tokens, D))
-        dpr = [dims.drop_path * i / max(dims.layers - 1, 1) for i in range(dims.layers)]
-        self.blocks = nn.ModuleList([
-            ResidualAttentionBlock(D, dims.heads, mlp_ratio=dims.mlp_ratio, qkv_bias=False,
-                                   key_bias=False, ln_eps=1e-6, drop_path=p) for p in dpr])
+        self.blocks = atst_blocks(dims, dims.drop_path)
         self.norm = LayerNorm(D, eps=1e-6)
 
     def tokens(self, mel: Tensor) -> Tensor:
         """mel (B, 64, 4 K) -> (B, 1 + K, D): CLS first, positions 0 .. K added."""
         x = self.patch_embed(mel)
         K = x.shape[1]
-        if K > self.dims.max_tokens:
-            raise ValueError(f"{K} tokens ({K * 40} ms): the position table holds "
-                             f"{self.dims.max_tokens}; cut the input into chunks")
+        check_token_count(K, self.dims.max_tokens)
         x = torch.cat([self.cls_token.to(x.dtype).expand(x.shape[0], -1, -1), x], dim=1)
         return x + self.pos_embed[:, : K + 1].to(x.dtype)
 

@@ -45,9 +45,10 @@ from torch import Tensor, nn
 
 from ..frontends import LogMel
 from ..hear_api import FrameEncoder, LayerSelector
-from ..layers import LayerNorm, ResidualAttentionBlock, last, split_qkv
+from ..layers import LayerNorm, last, split_qkv
 from . import Dims, LoadedEncoder, check_fit, identify, read_checkpoint
-from .atst import _BLOCK_MAP, ATSTFrontend, TokenEmbed, count_parameters, init_atst_weights, n_tokens  # noqa: F401
+from .atst import (_BLOCK_MAP, ATSTFrontend, TokenEmbed, atst_blocks, check_token_count,  # noqa: F401
+                   count_parameters, init_atst_weights, n_tokens)
 
 SAMPLE_RATE = 16000  # Hz
 MEL_HOP = 160  # samples: 10 ms
@@ -92,9 +93,7 @@ class ATSTFrameEncoder(nn.Module):
         self.patch_embed = TokenEmbed(D, dims.n_mels, dims.token_frames)
         self.mask_embed = nn.Parameter(torch.zeros(1, 1, D))  # pretraining only
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + dims.max_tokens, D))
-        self.blocks = nn.ModuleList([
-            ResidualAttentionBlock(D, dims.heads, mlp_ratio=dims.mlp_ratio, qkv_bias=False,
-                                   key_bias=False, ln_eps=1e-6) for _ in range(dims.layers)])
+        self.blocks = atst_blocks(dims)
         self.norm_frame = LayerNorm(D, eps=1e-6)
 
     def tokens(self, mel: Tensor) -> Tensor:
@@ -102,9 +101,7 @@ class ATSTFrameEncoder(nn.Module):
         that do not fill a token are dropped, as the official ``PatchEmbed_v2``)."""
         x = self.patch_embed(mel)
         K = x.shape[1]
-        if K > self.dims.max_tokens:
-            raise ValueError(f"{K} tokens ({K * 40} ms): the position table holds "
-                             f"{self.dims.max_tokens}; cut the input into chunks")
+        check_token_count(K, self.dims.max_tokens)
         return x + self.pos_embed[:, 1:K + 1].to(x.dtype)
 
     def normed_blocks(self, mel: Tensor) -> Iterator[Tensor]:

@@ -264,9 +264,10 @@ class MaskSpecTaggingFrameEncoder(MaskSpecFrameEncoder):
     def summary(self, last_block: Tensor) -> Tensor:
         """Last block's output (batch, 1 + 8 x 62, D) -> (batch, summary_size)."""
         rep = self.encoder.pooled(last_block)
-        parts = {"repr": [rep], "logits": [self.encoder.head(rep)]}
-        return torch.cat(parts["repr"] + parts["logits"] if self.head_output == "both"
-                         else parts[self.head_output], dim=-1)
+        if self.head_output == "repr":
+            return rep
+        logits = self.encoder.head(rep)
+        return logits if self.head_output == "logits" else torch.cat([rep, logits], dim=-1)
 
     def padded_last_block(self, audio: Tensor) -> Tensor:
         """audio (B, n <= window) zero-padded to the window -> last block (B, 1 + 8 x 62, D)."""
