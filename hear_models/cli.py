@@ -346,8 +346,10 @@ def cmd_weights_fetch(args) -> int:
     from . import weights
     from .checkpoints.releases import fetch, releases
 
+    table = releases()
     for name in args.names:
-        needed = [releases()[name]] if name in releases() else weights.needed_releases(name)
+        weights.check_name(name)
+        needed = [table[name]] if name in table else weights.needed_releases(name)
         if not needed:
             print(f"{name}: nothing to download (its weights come with the package)", file=sys.stderr)
         for r in needed:

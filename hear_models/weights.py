@@ -62,6 +62,7 @@ def weights_path(name: str) -> Path:
     """
     from .checkpoints.releases import RELEASE_PREFIX, fetch, releases, whisper_release
 
+    check_name(name)
     if name not in registry.list_models() and name in releases():
         return fetch(name)  # a release by its own name
     spec = registry.get_spec(name)
@@ -82,6 +83,21 @@ def weights_path(name: str) -> Path:
         return Path(w).expanduser()
     raise ValueError(f"{name}: its default weights are {w!r} (random initialisation): there is no "
                      "weights file to give; train or export one (docs/training.md)")
+
+
+def check_name(name: str) -> None:
+    """``name`` is a registered model or an official release, else a KeyError offering
+    the close names of both."""
+    import difflib
+
+    from .checkpoints.releases import releases
+
+    known = list(dict.fromkeys(registry.list_models() + list(releases())))
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        raise KeyError(f"unknown model {name!r} (nor an official release); {hint}see hear-models list "
+                       "and hear-models weights list")
 
 
 def _openai_name(weights: str) -> bool:

@@ -6,6 +6,7 @@
    our tokens vs the official normalisation ``(mel - frame_mean) / frame_std``, relative L2
    with the default (official AudioSet statistics) and with identity statistics.
 2. MaskSpec, official AudioSet fine-tuned layout: the 527 logits vs the official inference.
+   ATST-Frame: parameter counts, timestamp and scene embeddings vs the official embedding.py.
 3. ATST ``official_crop``: relative L2 of scene embeddings with vs without the central
    12 s crop, on a 13 s clip (packaged ``atst_tiny``).
 4. Every bad-checkpoint case through the command line: the one line the user gets.
@@ -71,6 +72,27 @@ def maskspec_finetuned(tmp: pathlib.Path) -> None:
           f"{rel_l2(scene[:, -527:], ref_logits.reshape(1, -1)[:, -527:]):.3g}")
 
 
+def atst_frame(tmp: pathlib.Path) -> None:
+    from hear_models import atst_frame
+    from hear_models.models.atst_frame import ATSTFrameDims, ATSTFrameEncoder, count_parameters
+    from tests.conftest import noise
+    from tests.test_atst_frame import random_reference, ref_embeddings, write_lightning
+
+    with torch.device("meta"):
+        counts = {v: count_parameters(ATSTFrameEncoder(ATSTFrameDims.variant(v))) for v in ("small", "base")}
+    print(f"  encoder parameters: small {counts['small']:,}, base {counts['base']:,}")
+    ref = random_reference()
+    model = atst_frame.load_model(str(write_lightning(tmp / "atstframe_tiny.ckpt", ref)), precision="fp32")
+    for n in (15520, 48000, 160000):  # clips up to 10 s: the official output exactly
+        audio = noise(2, 11, 16000, seed=1)[:, :n] * torch.tensor([[0.5], [0.05]])
+        with torch.no_grad():
+            r_emb, _, r_scene = ref_embeddings(audio, ref)
+        emb, _ = atst_frame.get_timestamp_embeddings(audio, model)
+        scene = atst_frame.get_scene_embeddings(audio, model)
+        print(f"  {n / 16000:5.2f} s: relative L2 to the official embedding.py, timestamps "
+              f"{rel_l2(emb, r_emb):.2g}, scene {rel_l2(scene, r_scene):.2g}")
+
+
 def atst_crop() -> None:
     from hear_models import create_model
 
@@ -134,6 +156,9 @@ def main(argv=None) -> int:
         maskspec_pretrained(tmp)
         print("2. MaskSpec, official AudioSet fine-tuned layout (seeded random):")
         maskspec_finetuned(tmp)
+        print("2b. ATST-Frame, official Lightning layout (tiny, seeded random) vs a reference written "
+              "from audiossl's embedding.py:")
+        atst_frame(tmp)
         print("3. ATST official_crop:")
         atst_crop()
         print("4. Bad checkpoints, as the command line reports them:")

@@ -256,6 +256,9 @@ def test_cli_offline_error_is_one_line(monkeypatch, tmp_path, capsys):
     assert err.count("\n") == 1 and err.startswith("error: cannot download atst_small (small.ckpt)")
     assert main(["weights", "path", "atst_smal"]) == 2
     assert "did you mean atst_small" in capsys.readouterr().err
+    assert main(["weights", "fetch", "openai_whisper_tiny_e"]) == 2  # a release name: offered too
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "did you mean openai_whisper_tiny_en" in err and "weights list" in err
 
 
 def test_head_urls_are_the_whisper_at_packages():
